@@ -1,0 +1,7 @@
+//! Building blocks shared by the pages.
+
+pub mod feed_list;
+pub mod status;
+
+pub use feed_list::FeedList;
+pub use status::ConnectionStatus;

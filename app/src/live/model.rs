@@ -1,0 +1,273 @@
+//! What a live feed holds and what state its connection is in.
+//!
+//! Plain data with no browser or reactive code, so every rule (cap, dedupe, state labels)
+//! is unit-tested on the host.
+
+use std::collections::{HashSet, VecDeque};
+
+/// Where a subscription stands, as the page shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The first connection is being made.
+    Connecting,
+    /// The stream is open and events arrive.
+    Live,
+    /// The connection dropped; the browser tries again after `retry_ms`.
+    Reconnecting { retry_ms: u32 },
+    /// The server said the stream is over and the page closed it.
+    Ended,
+    /// The browser gave up (for example the server refused the request).
+    Failed,
+}
+
+impl ConnectionState {
+    /// A short label for the status badge.
+    pub fn label(self) -> String {
+        match self {
+            Self::Connecting => "Connecting…".into(),
+            Self::Live => "Live".into(),
+            Self::Reconnecting { retry_ms } => {
+                format!("Reconnecting (retry in {})", format_delay(retry_ms))
+            }
+            Self::Ended => "Ended".into(),
+            Self::Failed => "Disconnected".into(),
+        }
+    }
+
+    /// The sentence announced to screen readers when the state changes.
+    pub fn announcement(self) -> String {
+        match self {
+            Self::Connecting => "Connecting to the live stream.".into(),
+            Self::Live => "Connected. Messages arrive live.".into(),
+            Self::Reconnecting { retry_ms } => format!(
+                "Connection lost. Reconnecting in {}.",
+                format_delay(retry_ms)
+            ),
+            Self::Ended => "The stream has ended.".into(),
+            Self::Failed => "The connection failed and will not be retried.".into(),
+        }
+    }
+
+    /// A stable machine-readable name, used as a CSS class and a `data-state` attribute.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Live => "live",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Formats a delay in milliseconds the way a person reads it: `500 ms`, `15 s`, `1.5 s`.
+pub fn format_delay(ms: u32) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", f64::from(ms) / 1000.0)
+    }
+}
+
+/// One entry of a feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedItem {
+    /// The position of the item in this feed, unique and increasing: the list's key.
+    pub seq: u64,
+    /// The event's id, if the server sent one.
+    pub id: Option<String>,
+    /// The event's data, shown as text.
+    pub text: String,
+    /// Whether this item marks the end of the stream.
+    pub is_end: bool,
+}
+
+/// A capped list of received events: the newest `capacity` are kept, older ones are only
+/// counted, and an event whose id was already seen is ignored.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    items: VecDeque<FeedItem>,
+    ids: HashSet<String>,
+    capacity: usize,
+    evicted: u64,
+    next_seq: u64,
+    last_id: Option<String>,
+}
+
+impl Feed {
+    /// An empty feed that keeps at most `capacity` items (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            ids: HashSet::new(),
+            capacity: capacity.max(1),
+            evicted: 0,
+            next_seq: 0,
+            last_id: None,
+        }
+    }
+
+    /// Appends a message; returns `false` and changes nothing when its id was seen before.
+    pub fn push(&mut self, id: Option<String>, text: String) -> bool {
+        self.insert(id, text, false)
+    }
+
+    /// Appends the end-of-stream marker.
+    pub fn push_end(&mut self, text: String) -> bool {
+        self.insert(None, text, true)
+    }
+
+    fn insert(&mut self, id: Option<String>, text: String, is_end: bool) -> bool {
+        if let Some(id) = &id {
+            if !self.ids.insert(id.clone()) {
+                return false;
+            }
+            self.last_id = Some(id.clone());
+        }
+        self.items.push_back(FeedItem {
+            seq: self.next_seq,
+            id,
+            text,
+            is_end,
+        });
+        self.next_seq += 1;
+        while self.items.len() > self.capacity {
+            if let Some(old) = self.items.pop_front() {
+                if let Some(id) = old.id {
+                    self.ids.remove(&id);
+                }
+                self.evicted += 1;
+            }
+        }
+        true
+    }
+
+    /// The kept items, oldest first.
+    pub fn items(&self) -> impl Iterator<Item = &FeedItem> {
+        self.items.iter()
+    }
+
+    /// How many messages (not counting the end marker) this feed has received.
+    pub fn message_count(&self) -> u64 {
+        self.evicted + self.items.iter().filter(|item| !item.is_end).count() as u64
+    }
+
+    /// How many items were dropped from the front to respect the cap.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// The id of the newest item that had one: where a resumed subscription starts.
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// Whether the end marker has been received.
+    pub fn has_ended(&self) -> bool {
+        self.items.back().is_some_and(|item| item.is_end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(feed: &Feed) -> Vec<&str> {
+        feed.items().map(|item| item.text.as_str()).collect()
+    }
+
+    #[test]
+    fn appends_in_order_and_counts() {
+        let mut feed = Feed::new(10);
+        assert!(feed.push(Some("1".into()), "a".into()));
+        assert!(feed.push(Some("2".into()), "b".into()));
+        assert_eq!(texts(&feed), ["a", "b"]);
+        assert_eq!(feed.message_count(), 2);
+        assert_eq!(feed.last_id(), Some("2"));
+        assert!(!feed.has_ended());
+    }
+
+    #[test]
+    fn ignores_a_repeated_id() {
+        let mut feed = Feed::new(10);
+        assert!(feed.push(Some("7".into()), "first".into()));
+        assert!(!feed.push(Some("7".into()), "again".into()));
+        assert_eq!(texts(&feed), ["first"]);
+        assert_eq!(feed.message_count(), 1);
+    }
+
+    #[test]
+    fn keeps_items_without_id() {
+        let mut feed = Feed::new(10);
+        assert!(feed.push(None, "x".into()));
+        assert!(feed.push(None, "x".into()));
+        assert_eq!(feed.message_count(), 2);
+        assert_eq!(feed.last_id(), None);
+    }
+
+    #[test]
+    fn caps_and_counts_what_it_drops() {
+        let mut feed = Feed::new(3);
+        for n in 1..=5 {
+            feed.push(Some(n.to_string()), format!("m{n}"));
+        }
+        assert_eq!(texts(&feed), ["m3", "m4", "m5"]);
+        assert_eq!(feed.evicted(), 2);
+        assert_eq!(feed.message_count(), 5);
+        // An evicted id may come back (it is no longer on screen), a kept one may not.
+        assert!(!feed.push(Some("5".into()), "dup".into()));
+        assert!(feed.push(Some("1".into()), "old".into()));
+    }
+
+    #[test]
+    fn keys_stay_unique_after_eviction() {
+        let mut feed = Feed::new(2);
+        for n in 0..5 {
+            feed.push(None, n.to_string());
+        }
+        let seqs: Vec<u64> = feed.items().map(|item| item.seq).collect();
+        assert_eq!(seqs, [3, 4]);
+    }
+
+    #[test]
+    fn end_marker_is_not_a_message() {
+        let mut feed = Feed::new(10);
+        feed.push(Some("1".into()), "Counter value 1".into());
+        feed.push_end("End of the stream".into());
+        assert!(feed.has_ended());
+        assert_eq!(feed.message_count(), 1);
+        assert_eq!(texts(&feed), ["Counter value 1", "End of the stream"]);
+    }
+
+    #[test]
+    fn zero_capacity_keeps_one() {
+        let mut feed = Feed::new(0);
+        feed.push(None, "a".into());
+        feed.push(None, "b".into());
+        assert_eq!(texts(&feed), ["b"]);
+    }
+
+    #[test]
+    fn labels_say_what_happens() {
+        assert_eq!(ConnectionState::Connecting.label(), "Connecting…");
+        assert_eq!(
+            ConnectionState::Reconnecting { retry_ms: 15_000 }.label(),
+            "Reconnecting (retry in 15 s)"
+        );
+        assert_eq!(
+            ConnectionState::Reconnecting { retry_ms: 250 }.announcement(),
+            "Connection lost. Reconnecting in 250 ms."
+        );
+        assert_eq!(ConnectionState::Ended.key(), "ended");
+    }
+
+    #[test]
+    fn delays_read_naturally() {
+        assert_eq!(format_delay(0), "0 ms");
+        assert_eq!(format_delay(999), "999 ms");
+        assert_eq!(format_delay(1000), "1 s");
+        assert_eq!(format_delay(1500), "1.5 s");
+    }
+}

@@ -1,0 +1,86 @@
+//! The live counter: the server's `/stream` appended to a list as it arrives.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::{
+    api::{get_counter_settings, CounterSettings},
+    components::{ConnectionStatus, FeedList},
+    live::{format_delay, use_event_source, Feed, Flow},
+};
+
+/// The most messages the page keeps on screen; older ones are counted.
+const MAX_SHOWN: u32 = 500;
+
+/// The counter demo page.
+#[component]
+pub fn CounterPage() -> impl IntoView {
+    let settings = Resource::new(|| (), |()| get_counter_settings());
+    view! {
+        <Title text="Live counter"/>
+        <section class="card">
+            <h1>"Live counter"</h1>
+            <Suspense fallback=|| view! { <p class="lede">"Loading the stream…"</p> }>
+                {move || Suspend::new(async move {
+                    match settings.await {
+                        Ok(settings) => view! { <CounterFeed settings/> }.into_any(),
+                        Err(error) => {
+                            view! {
+                                <p class="error" role="alert">
+                                    {format!("The stream's settings could not be loaded: {error}")}
+                                </p>
+                            }
+                                .into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// Subscribes to `/stream` and shows its messages, progress and connection state.
+#[component]
+fn CounterFeed(settings: CounterSettings) -> impl IntoView {
+    let feed = RwSignal::new(Feed::new(
+        (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize
+    ));
+    let state = use_event_source(
+        "/stream".to_owned(),
+        &["new_message", "end_event"],
+        settings.retry_ms,
+        move |message| {
+            if message.event == "end_event" {
+                feed.update(|feed| {
+                    feed.push_end(message.data);
+                });
+                Flow::Close
+            } else {
+                feed.update(|feed| {
+                    feed.push(Some(message.id), message.data);
+                });
+                Flow::Continue
+            }
+        },
+    );
+    let received = move || feed.with(Feed::message_count);
+    view! {
+        <p class="lede">
+            {format!(
+                "The server pushes {} messages, one every {}, over Server-Sent Events. \
+                 The page appends each one as it arrives and closes the connection at the end.",
+                settings.count,
+                format_delay(settings.interval_ms),
+            )}
+        </p>
+        <div class="feed-toolbar">
+            <ConnectionStatus state/>
+            <p class="feed-count">
+                <span data-testid="received">{received}</span>
+                {format!(" of {} messages", settings.count)}
+            </p>
+        </div>
+        <progress class="feed-progress" max=settings.count value=received aria-label="Messages received"></progress>
+        <FeedList feed empty="Waiting for the first message…"/>
+    }
+}

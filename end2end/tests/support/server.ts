@@ -1,0 +1,109 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import path from 'node:path';
+
+const root = path.resolve(__dirname, '../../..');
+
+/** The server binary scripts/test.sh built (debug or release). */
+export const serverBin = path.resolve(
+  process.env.PULSE_SERVER_BIN ? path.resolve(__dirname, '../..', process.env.PULSE_SERVER_BIN) : path.join(root, 'target/debug/server'),
+);
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export interface ServerOptions {
+  /** Extra flags for the server binary. */
+  args?: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** A fixed port (to restart a server at the same address); a free one by default. */
+  port?: number;
+}
+
+/** A Pulse server process on loopback, started for a test. */
+export class PulseServer {
+  private exited: Promise<number | null>;
+  private log = '';
+
+  private constructor(
+    readonly port: number,
+    private readonly child: ChildProcess,
+    readonly options: ServerOptions,
+  ) {
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    child.stdout?.on('data', (chunk) => (this.log += chunk));
+    child.stderr?.on('data', (chunk) => (this.log += chunk));
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Everything the server printed so far. */
+  output(): string {
+    return this.log;
+  }
+
+  static async start(options: ServerOptions = {}): Promise<PulseServer> {
+    const port = options.port ?? (await freePort());
+    const child = spawn(serverBin, ['--addr', `127.0.0.1:${port}`, ...(options.args ?? [])], {
+      cwd: root,
+      env: {
+        ...process.env,
+        LEPTOS_SITE_ROOT: path.join(root, 'target/site'),
+        RUST_LOG: 'warn',
+        ...options.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const server = new PulseServer(port, child, options);
+    const deadline = Date.now() + 15_000;
+    while (!(await canConnect(port))) {
+      if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}):\n${server.output()}`);
+      if (Date.now() > deadline) throw new Error(`server did not listen on ${port}:\n${server.output()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return server;
+  }
+
+  /** Stops the server with `signal` and waits for it to exit; returns its exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+
+  /** Starts a new server with the same settings on the same port. */
+  async restart(): Promise<PulseServer> {
+    await this.stop();
+    return PulseServer.start({ ...this.options, port: this.port });
+  }
+
+  /** One metric's value from GET /metrics, e.g. metric('pulse_streams_open{stream="counter"}'). */
+  async metric(name: string): Promise<number> {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    if (!line) throw new Error(`no metric ${name} in:\n${text}`);
+    return Number(line.slice(name.length + 1));
+  }
+}

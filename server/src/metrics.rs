@@ -1,0 +1,208 @@
+//! Counters for `GET /metrics`, in the Prometheus text format.
+//!
+//! Plain atomics: updating a counter costs one atomic add and never takes a lock.
+
+use std::{
+    fmt::Write,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+};
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue},
+    response::IntoResponse,
+};
+
+/// Counters for one kind of stream.
+#[derive(Debug, Default)]
+pub struct StreamMetrics {
+    open: AtomicU64,
+    started: AtomicU64,
+    events: AtomicU64,
+    resumes: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+impl StreamMetrics {
+    /// Streams open right now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Relaxed)
+    }
+
+    /// Streams started since the server started.
+    pub fn started(&self) -> u64 {
+        self.started.load(Relaxed)
+    }
+
+    /// Events written to streams.
+    pub fn events(&self) -> u64 {
+        self.events.load(Relaxed)
+    }
+
+    /// Streams that resumed from a `Last-Event-ID`.
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Relaxed)
+    }
+
+    /// Streams that ended before their last event (the client left or the server stopped).
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.load(Relaxed)
+    }
+}
+
+/// Every counter the server keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// The counter demo's `/stream`.
+    pub counter: Arc<StreamMetrics>,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let kinds = [("counter", &self.counter)];
+        for family in FAMILIES {
+            let Family {
+                name,
+                kind,
+                help,
+                read,
+            } = family;
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (label, metrics) in kinds {
+                let _ = writeln!(out, "{name}{{stream=\"{label}\"}} {}", read(metrics));
+            }
+        }
+        out
+    }
+}
+
+/// One metric family of [`StreamMetrics`], labelled by stream kind.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: fn(&StreamMetrics) -> u64,
+}
+
+const FAMILIES: [Family; 5] = [
+    Family {
+        name: "pulse_streams_open",
+        kind: "gauge",
+        help: "Event streams open now.",
+        read: StreamMetrics::open,
+    },
+    Family {
+        name: "pulse_streams_started_total",
+        kind: "counter",
+        help: "Event streams started.",
+        read: StreamMetrics::started,
+    },
+    Family {
+        name: "pulse_events_sent_total",
+        kind: "counter",
+        help: "Events written to event streams.",
+        read: StreamMetrics::events,
+    },
+    Family {
+        name: "pulse_stream_resumes_total",
+        kind: "counter",
+        help: "Event streams resumed from a Last-Event-ID.",
+        read: StreamMetrics::resumes,
+    },
+    Family {
+        name: "pulse_stream_disconnects_total",
+        kind: "counter",
+        help: "Event streams that ended before their last event.",
+        read: StreamMetrics::disconnects,
+    },
+];
+
+/// Keeps one stream's counters right for as long as it lives: open on creation, closed on
+/// drop, and counted as a disconnect unless [`StreamTracker::finish`] was called.
+#[derive(Debug)]
+pub struct StreamTracker {
+    metrics: Arc<StreamMetrics>,
+    finished: bool,
+}
+
+impl StreamTracker {
+    /// Counts a new stream; `resumed` when it continues from a `Last-Event-ID`.
+    pub fn start(metrics: Arc<StreamMetrics>, resumed: bool) -> Self {
+        metrics.open.fetch_add(1, Relaxed);
+        metrics.started.fetch_add(1, Relaxed);
+        if resumed {
+            metrics.resumes.fetch_add(1, Relaxed);
+        }
+        Self {
+            metrics,
+            finished: false,
+        }
+    }
+
+    /// Counts `n` events written.
+    pub fn sent(&self, n: u64) {
+        self.metrics.events.fetch_add(n, Relaxed);
+    }
+
+    /// Marks the stream as having reached its natural end.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StreamTracker {
+    fn drop(&mut self) {
+        self.metrics.open.fetch_sub(1, Relaxed);
+        if !self.finished {
+            self.metrics.disconnects.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_keeps_counts_right() {
+        let metrics = Metrics::default();
+        {
+            let mut finished = StreamTracker::start(metrics.counter.clone(), false);
+            let _left = StreamTracker::start(metrics.counter.clone(), true);
+            finished.sent(3);
+            finished.finish();
+            assert_eq!(metrics.counter.open(), 2);
+        }
+        assert_eq!(metrics.counter.open(), 0);
+        assert_eq!(metrics.counter.started(), 2);
+        assert_eq!(metrics.counter.events(), 3);
+        assert_eq!(metrics.counter.resumes(), 1);
+        assert_eq!(metrics.counter.disconnects(), 1);
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        let _open = StreamTracker::start(metrics.counter.clone(), false);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE pulse_streams_open gauge\n"));
+        assert!(text.contains("pulse_streams_open{stream=\"counter\"} 1\n"));
+        assert!(text.contains("pulse_streams_started_total{stream=\"counter\"} 1\n"));
+    }
+}

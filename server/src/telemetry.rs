@@ -1,0 +1,31 @@
+//! Structured logs through `tracing`.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::{Config, LogFormat};
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter {filter:?}: {source}")]
+    Filter {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("a global logger is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global subscriber: `config.log` filters, `config.log_format` formats.
+pub fn init(config: &Config) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(&config.log).map_err(|source| TelemetryError::Filter {
+        filter: config.log.clone(),
+        source,
+    })?;
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    let installed = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInstalled)
+}

@@ -23,6 +23,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=()
 $want_test && [[ ! -x /usr/bin/chromium ]] && apt_packages+=(chromium)
+$want_test && ! have openssl && apt_packages+=(openssl)
 if ((${#apt_packages[@]})); then
   step "Installing Debian packages: ${apt_packages[*]}"
   as_root apt-get update -qq

@@ -3,7 +3,7 @@
 //! Every value is checked when the server starts; a bad one stops it with a message that
 //! names the flag, the variable and the accepted range.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -62,14 +62,64 @@ pub struct Config {
     )]
     pub stream_retry: Duration,
 
-    /// How long an event stream may stay silent before it gets a keep-alive comment (1s to 1h).
+    /// How long an event stream may stay silent before it gets a keep-alive comment (10ms to 1h).
     #[arg(
         long,
         env = "PULSE_KEEP_ALIVE",
         default_value = "15s",
-        value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(3600)),
+        value_parser = duration_in(Duration::from_millis(10), Duration::from_secs(3600)),
     )]
     pub keep_alive: Duration,
+
+    /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs `--tls-key`).
+    #[arg(
+        long,
+        env = "PULSE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "PULSE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client gets to send its request head or finish the TLS handshake (100ms to 10m).
+    #[arg(
+        long,
+        env = "PULSE_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(600)),
+    )]
+    pub header_timeout: Duration,
+
+    /// A connection whose client stops reading is closed once a write has waited this long
+    /// (100ms to 1h); the client can resume with Last-Event-ID.
+    #[arg(
+        long,
+        env = "PULSE_STALL_TIMEOUT",
+        default_value = "30s",
+        value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)),
+    )]
+    pub stall_timeout: Duration,
+
+    /// Time limit for page and API requests (event streams have none), 1s to 10m.
+    #[arg(
+        long,
+        env = "PULSE_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(600)),
+    )]
+    pub request_timeout: Duration,
+
+    /// Compress pages, scripts and styles (never event streams): `true` or `false`.
+    #[arg(long, env = "PULSE_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compression: bool,
 
     /// Log filter, in `tracing` syntax (`info`, `server=debug,tower_http=info`, …).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -140,6 +190,14 @@ mod tests {
         assert_eq!(config.stream_count, 5);
         assert_eq!(config.stream_interval, Duration::from_millis(20));
         assert_eq!(config.stream_retry, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let error = Config::try_parse_from(["server", "--tls-cert", "cert.pem"])
+            .expect_err("a certificate without a key is refused")
+            .to_string();
+        assert!(error.contains("--tls-key"), "{error}");
     }
 
     #[test]

@@ -8,16 +8,24 @@ pub mod serve;
 pub mod shutdown;
 pub mod sse;
 pub mod telemetry;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 
 use app::{api::CounterSettings as PageCounterSettings, shell, App};
-use axum::{extract::FromRef, routing::get, Router};
+use axum::{extract::FromRef, http::StatusCode, routing::get, Router};
 use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
-use crate::{config::Config, counter::CounterSettings, metrics::Metrics};
+use crate::{
+    config::Config,
+    counter::CounterSettings,
+    metrics::Metrics,
+    serve::{serve, ServeOptions},
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,6 +40,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down; every open stream ends then.
     pub shutdown: CancellationToken,
+    /// Time limit of page and API requests.
+    pub request_timeout: Duration,
+    /// Whether pages, scripts and styles are compressed.
+    pub compression: bool,
 }
 
 impl AppState {
@@ -53,6 +65,8 @@ impl AppState {
             keep_alive: config.keep_alive,
             metrics: Arc::default(),
             shutdown,
+            request_timeout: config.request_timeout,
+            compression: config.compression,
         }
     }
 
@@ -81,12 +95,14 @@ impl FromRef<AppState> for Arc<Metrics> {
 
 /// Every route of the server: the pages, their server functions, `/stream`, `/metrics`
 /// and the built site's static files.
+///
+/// Pages get a time limit; event streams do not. Compression skips event streams (by their
+/// content type), so no layer here ever holds an event back.
 pub fn app(state: AppState) -> Router {
     let page_settings = state.page_counter_settings();
     let context = move || provide_context(page_settings);
     let leptos = state.leptos.clone();
-    Router::new()
-        .route("/stream", get(counter::stream))
+    let pages = Router::new()
         .route("/metrics", get(metrics::handler))
         .leptos_routes_with_context(&state, generate_route_list(App), context, move || {
             shell(leptos.clone())
@@ -94,5 +110,74 @@ pub fn app(state: AppState) -> Router {
         .fallback(file_and_error_handler_with_context::<AppState, _>(
             context, shell,
         ))
-        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ));
+    let streams = Router::new().route("/stream", get(counter::stream));
+    let router = streams.merge(pages).with_state(state.clone());
+    let router = if state.compression {
+        router.layer(CompressionLayer::new())
+    } else {
+        router
+    };
+    router.layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl ServeOptions {
+    /// The connection settings of `config`, with its TLS files loaded.
+    pub fn from_config(config: &Config) -> Result<Self, tls::TlsError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
+            _ => None,
+        };
+        Ok(Self {
+            tls,
+            header_timeout: config.header_timeout,
+            stall_timeout: config.stall_timeout,
+            ..Self::default()
+        })
+    }
+}
+
+/// Runs the server for `config` until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    telemetry::init(&config)?;
+    let options = ServeOptions::from_config(&config)?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signal(token.clone());
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(addr = %config.addr, "listening on {scheme}://{}", config.addr);
+    let router = app(AppState::new(&config, token.clone()));
+    serve(listener, router, token, options)
+        .await
+        .map_err(StartError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
 }

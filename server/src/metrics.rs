@@ -8,6 +8,7 @@ use std::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
     },
+    time::Instant,
 };
 
 use axum::{
@@ -127,6 +128,8 @@ const FAMILIES: [Family; 5] = [
 #[derive(Debug)]
 pub struct StreamTracker {
     metrics: Arc<StreamMetrics>,
+    opened: Instant,
+    sent: u64,
     finished: bool,
 }
 
@@ -140,12 +143,15 @@ impl StreamTracker {
         }
         Self {
             metrics,
+            opened: Instant::now(),
+            sent: 0,
             finished: false,
         }
     }
 
     /// Counts `n` events written.
-    pub fn sent(&self, n: u64) {
+    pub fn sent(&mut self, n: u64) {
+        self.sent += n;
         self.metrics.events.fetch_add(n, Relaxed);
     }
 
@@ -161,6 +167,12 @@ impl Drop for StreamTracker {
         if !self.finished {
             self.metrics.disconnects.fetch_add(1, Relaxed);
         }
+        tracing::debug!(
+            events = self.sent,
+            seconds = self.opened.elapsed().as_secs_f64(),
+            finished = self.finished,
+            "stream closed"
+        );
     }
 }
 

@@ -29,3 +29,14 @@ pub fn init(config: &Config) -> Result<(), TelemetryError> {
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)
 }
+
+/// The span of one HTTP request: method, path and version. The query string is left out,
+/// since it may carry credentials.
+pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        version = ?request.version(),
+    )
+}

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import https from 'node:https';
 import { createServer, connect } from 'node:net';
 import path from 'node:path';
 
@@ -56,8 +58,27 @@ export class PulseServer {
     child.stderr?.on('data', (chunk) => (this.log += chunk));
   }
 
+  /** Whether the server was started with a TLS certificate. */
+  get tls(): boolean {
+    return (this.options.args ?? []).includes('--tls-cert');
+  }
+
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
+  }
+
+  /** GET `path` on this server (accepting its self-signed certificate); returns the body. */
+  async get(path: string): Promise<string> {
+    const client = this.tls ? https : http;
+    return new Promise((resolve, reject) => {
+      const request = client.get(`${this.url}${path}`, { rejectUnauthorized: false }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => resolve(body));
+      });
+      request.on('error', reject);
+    });
   }
 
   /** Everything the server printed so far. */
@@ -101,7 +122,7 @@ export class PulseServer {
 
   /** One metric's value from GET /metrics, e.g. metric('pulse_streams_open{stream="counter"}'). */
   async metric(name: string): Promise<number> {
-    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const text = await this.get('/metrics');
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));
     if (!line) throw new Error(`no metric ${name} in:\n${text}`);
     return Number(line.slice(name.length + 1));

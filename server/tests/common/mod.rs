@@ -5,7 +5,11 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use server::{config::Config, serve::serve, AppState};
+use server::{
+    config::Config,
+    serve::{serve, ServeOptions},
+    AppState,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +33,13 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let token = CancellationToken::new();
         let state = AppState::new(&config, token.clone());
-        let task = tokio::spawn(serve(listener, server::app(state.clone()), token.clone()));
+        let options = ServeOptions::from_config(&config).expect("test TLS files load");
+        let task = tokio::spawn(serve(
+            listener,
+            server::app(state.clone()),
+            token.clone(),
+            options,
+        ));
         Self {
             addr,
             state,
@@ -78,4 +88,60 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Opens a raw HTTP/1.1 connection and sends `GET path` with `extra` header lines
+/// (each ending in `\r\n`).
+pub async fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    stream
+}
+
+/// Reads from `stream` until `needle` has been seen (or the connection ends, or `limit`
+/// passes); returns everything read.
+pub async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    needle: &[u8],
+    limit: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + limit;
+    while !contains(&seen, needle) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    seen
+}
+
+/// Reads from `stream` until the peer closes it (or `limit` passes); returns what was read
+/// and whether the connection was closed.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            Err(_) => return (seen, false),
+        }
+    }
+}
+
+/// Whether `haystack` holds `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

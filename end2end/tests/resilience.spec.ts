@@ -1,0 +1,73 @@
+import { test, expect } from './support/fixtures';
+import { PulseServer } from './support/server';
+import { selfSignedCertificate } from './support/tls';
+
+const allMessages = Array.from({ length: 20 }, (_, i) => `Counter value ${i + 1}`);
+
+// The browser logs failed reconnects while the server is down.
+test.use({ allowedConsoleErrors: [/ERR_CONNECTION_REFUSED|Failed to load resource|EventSource/] });
+
+test('the page carries on after a server restart, with nothing lost or repeated', async ({ page }) => {
+  const server = await PulseServer.start({
+    args: ['--stream-count', '20', '--stream-interval', '150ms', '--stream-retry', '400ms'],
+  });
+  await page.goto(server.url);
+  const items = page.getByTestId('feed').locator('li .feed-text');
+  await expect.poll(() => items.count()).toBeGreaterThanOrEqual(5);
+
+  // Stop the server mid-stream: the stream ends without end_event, so the page reconnects.
+  await server.stop();
+  const status = page.getByTestId('status');
+  await expect(status).toHaveAttribute('data-state', 'reconnecting');
+  await expect(status).toHaveText('Reconnecting (retry in 400 ms)');
+  await expect(page.getByTestId('announcer')).toHaveText('Connection lost. Reconnecting in 400 ms.');
+  const shownWhileDown = await items.count();
+  expect(shownWhileDown).toBeLessThan(20);
+
+  const restarted = await PulseServer.start({ ...server.options, port: server.port });
+  await expect(items).toHaveText([...allMessages, 'End of the stream']);
+  await expect(status).toHaveAttribute('data-state', 'ended');
+  await expect(page.getByTestId('received')).toHaveText('20');
+  // The new server saw one resumed stream, from where the page had got to.
+  expect(await restarted.metric('pulse_stream_resumes_total{stream="counter"}')).toBe(1);
+  await restarted.stop();
+});
+
+test('the status shows connecting, live and ended, with the count', async ({ page }) => {
+  const server = await PulseServer.start({ args: ['--stream-count', '5', '--stream-interval', '300ms'] });
+  await page.goto(server.url);
+  const status = page.getByTestId('status');
+  await expect(status).toHaveAttribute('data-state', 'live');
+  await expect(status).toHaveText('Live');
+  await expect(page.getByTestId('announcer')).toHaveText('Connected. Messages arrive live.');
+  await expect(page.getByTestId('received')).not.toHaveText('0');
+  await expect(status).toHaveAttribute('data-state', 'ended');
+  await expect(status).toHaveText('Ended');
+  await expect(page.getByTestId('received')).toHaveText('5');
+  await expect(page.locator('.feed-count')).toHaveText('5 of 5 messages');
+  await server.stop();
+});
+
+test('ten tabs on one origin all stream over HTTP/2', async ({ browser }) => {
+  const { cert, key } = selfSignedCertificate();
+  const server = await PulseServer.start({
+    args: ['--stream-count', '20', '--stream-interval', '250ms', '--tls-cert', cert, '--tls-key', key],
+  });
+  const origin = `https://127.0.0.1:${server.port}`;
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const pages = await Promise.all(Array.from({ length: 10 }, () => context.newPage()));
+  await Promise.all(pages.map((page) => page.goto(origin)));
+  // All ten are live at the same time: over HTTP/1.1 the seventh would wait for a free
+  // connection until one of the first six streams ended.
+  await Promise.all(pages.map((page) => expect(page.getByTestId('status')).toHaveAttribute('data-state', 'live')));
+  expect(await server.metric('pulse_streams_open{stream="counter"}')).toBe(10);
+  for (const page of pages) {
+    const protocol = await page.evaluate(
+      () => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol,
+    );
+    expect(protocol).toBe('h2');
+    await expect(page.getByTestId('feed').locator('li .feed-text')).toHaveText([...allMessages, 'End of the stream']);
+  }
+  await context.close();
+  await server.stop();
+});

@@ -121,6 +121,10 @@ pub struct Config {
     #[arg(long, env = "PULSE_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
     pub compression: bool,
 
+    /// The Mercure hub's settings.
+    #[command(flatten)]
+    pub hub: HubArgs,
+
     /// Log filter, in `tracing` syntax (`info`, `server=debug,tower_http=info`, …).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -128,6 +132,94 @@ pub struct Config {
     /// Log format: human-readable `text`, or `json` for log collectors.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The hub's settings; the environment variables carry the reference hub's names.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Key that verifies publishers' tokens: a shared secret (HS*, 32 bytes or more) or a PEM
+    /// public key. Unset: a random secret, so only this server's own pages can publish.
+    #[arg(long, env = "MERCURE_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+
+    /// Algorithm of the publisher key (HS256, RS256, ES256, EdDSA, …); tokens must use it.
+    #[arg(long, env = "MERCURE_PUBLISHER_JWT_ALG", default_value = "HS256")]
+    pub publisher_jwt_alg: String,
+
+    /// Key that verifies subscribers' tokens. Unset: a random secret, which this server uses
+    /// for the tokens it gives its own pages.
+    #[arg(long, env = "MERCURE_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// Algorithm of the subscriber key.
+    #[arg(long, env = "MERCURE_SUBSCRIBER_JWT_ALG", default_value = "HS256")]
+    pub subscriber_jwt_alg: String,
+
+    /// Accepted token issuers (`iss`), separated by spaces or commas; the first one signs
+    /// the tokens this server mints.
+    #[arg(
+        long,
+        env = "MERCURE_TRUSTED_ISSUERS",
+        default_value = "https://localhost",
+        value_delimiter = ','
+    )]
+    pub trusted_issuers: Vec<String>,
+
+    /// The hub's resource identifier: the `aud` tokens must carry. Unset: derived from each
+    /// request's URL (`<scheme>://<host>/.well-known/mercure`), as the reference hub does.
+    #[arg(long, env = "MERCURE_RESOURCE_IDENTIFIER")]
+    pub resource_identifier: Option<String>,
+
+    /// Let subscribers without a token receive public updates.
+    #[arg(long, env = "MERCURE_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous: bool,
+
+    /// Accept 0.x clients: `8` enables `topic=` selectors (URI templates), the `mercure`
+    /// token claim, tokens without `typ`, `aud`, `exp` or `iss`, the `authorization` query
+    /// parameter and the `mercureAuthorization` cookie.
+    #[arg(long, env = "MERCURE_PROTOCOL_VERSION_COMPATIBILITY", value_parser = clap::value_parser!(u8).range(8..=8))]
+    pub protocol_version_compatibility: Option<u8>,
+
+    /// Publish subscription events and serve the subscriptions API.
+    #[arg(long, env = "MERCURE_SUBSCRIPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub subscriptions: bool,
+
+    /// Origins allowed to use the hub from a browser (CORS), separated by spaces or commas.
+    #[arg(long, env = "MERCURE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// The cookie that may carry a token. Default: `__Secure-mercure_access_token` over
+    /// HTTPS, `mercure_access_token` over plain HTTP (browsers refuse `__Secure-` there).
+    #[arg(long, env = "MERCURE_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
+
+    /// Updates kept for subscribers that reconnect (1 to 1,000,000).
+    #[arg(long, env = "PULSE_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history_size: u32,
+
+    /// Largest update data in bytes (1 to 16 MiB).
+    #[arg(long, env = "PULSE_MAX_UPDATE_BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_update_bytes: u32,
+
+    /// Most topics in one update.
+    #[arg(long, env = "PULSE_MAX_TOPICS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_topics: u32,
+
+    /// Most topic matchers in one subscription.
+    #[arg(long, env = "PULSE_MAX_MATCHERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_matchers: u32,
+
+    /// Updates a subscriber may have waiting before it is cut off (it resumes from history).
+    #[arg(long, env = "PULSE_SUBSCRIBER_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub subscriber_queue: u32,
+
+    /// Messages per second one client may publish from the topic pages' composer.
+    #[arg(long, env = "PULSE_COMPOSER_RATE", default_value_t = 2.0)]
+    pub composer_rate: f64,
+
+    /// Messages one client may publish in a burst from the composer.
+    #[arg(long, env = "PULSE_COMPOSER_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub composer_burst: u32,
 }
 
 /// How log lines are written.

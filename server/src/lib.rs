@@ -1,14 +1,17 @@
 //! Pulse's server: the server-rendered Leptos app, the counter stream and the metrics, as a
 //! library so that tests can start the real router on an ephemeral port.
 
+pub mod broker;
 pub mod config;
 pub mod counter;
+pub mod hub;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod sse;
 pub mod telemetry;
 pub mod tls;
+pub mod update;
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +26,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer, trace::Tr
 use crate::{
     config::Config,
     counter::CounterSettings,
+    hub::{HubConfigError, HubService},
     metrics::Metrics,
     serve::{serve, ServeOptions},
 };
@@ -44,12 +48,21 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Whether pages, scripts and styles are compressed.
     pub compression: bool,
+    /// The Mercure hub.
+    pub hub: Arc<HubService>,
 }
 
 impl AppState {
-    /// The state for `config`; `shutdown` is the token that stops the server.
-    pub fn new(config: &Config, shutdown: CancellationToken) -> Self {
-        Self {
+    /// The state for `config`; `shutdown` is the token that stops the server. Starts the
+    /// hub's fan-out on the current runtime.
+    pub fn new(config: &Config, shutdown: CancellationToken) -> Result<Self, HubConfigError> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = HubService::new(
+            &config.hub,
+            config.tls_cert.is_some(),
+            Arc::clone(&metrics.hub),
+        )?;
+        Ok(Self {
             leptos: LeptosOptions::builder()
                 .output_name(config.output_name.as_str())
                 .site_root(config.site_root.as_str())
@@ -63,11 +76,12 @@ impl AppState {
                 retry: config.stream_retry,
             },
             keep_alive: config.keep_alive,
-            metrics: Arc::default(),
+            metrics,
             shutdown,
             request_timeout: config.request_timeout,
             compression: config.compression,
-        }
+            hub: Arc::new(hub),
+        })
     }
 
     /// The counter settings as the page sees them.
@@ -114,7 +128,9 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             state.request_timeout,
         ));
-    let streams = Router::new().route("/stream", get(counter::stream));
+    let streams = Router::new()
+        .route("/stream", get(counter::stream))
+        .merge(hub::http::router(&state.hub));
     let router = streams.merge(pages).with_state(state.clone());
     let router = if state.compression {
         router.layer(CompressionLayer::new())
@@ -131,6 +147,8 @@ pub enum StartError {
     Telemetry(#[from] telemetry::TelemetryError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Hub(#[from] HubConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -174,7 +192,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "http"
     };
     tracing::info!(addr = %config.addr, "listening on {scheme}://{}", config.addr);
-    let router = app(AppState::new(&config, token.clone()));
+    let router = app(AppState::new(&config, token.clone())?);
     serve(listener, router, token, options)
         .await
         .map_err(StartError::Serve)?;

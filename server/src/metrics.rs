@@ -59,13 +59,15 @@ impl StreamMetrics {
 pub struct Metrics {
     /// The counter demo's `/stream`.
     pub counter: Arc<StreamMetrics>,
+    /// The hub's subscriptions.
+    pub hub: Arc<StreamMetrics>,
 }
 
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(1024);
-        let kinds = [("counter", &self.counter)];
+        let kinds = [("counter", &self.counter), ("hub", &self.hub)];
         for family in FAMILIES {
             let Family {
                 name,

@@ -32,7 +32,7 @@ impl TestServer {
             .expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local address");
         let token = CancellationToken::new();
-        let state = AppState::new(&config, token.clone());
+        let state = AppState::new(&config, token.clone()).expect("valid hub settings");
         let options = ServeOptions::from_config(&config).expect("test TLS files load");
         let task = tokio::spawn(serve(
             listener,

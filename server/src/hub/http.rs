@@ -1,0 +1,574 @@
+//! The hub's HTTP endpoints: subscribe (`GET /.well-known/mercure`), publish (`POST`), the
+//! subscriptions API and the protected-resource metadata.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use bytes::BytesMut;
+use futures_util::Stream;
+use tokio::time::Sleep;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{
+    auth::{self, AuthError, Grants, Role},
+    new_subscriber_id, new_update_id,
+    request::{parse_publish, parse_subscribe, PublishError, SubscribeError},
+    selector::MatchType,
+    subscriptions::{document, CollectionDoc, SUBSCRIPTIONS_PATH},
+    text::{parse_form, FormError},
+    topic_hub::{Cursor, CursorFound, SubscriberSpec, Subscription},
+    HubService, HUB_PATH,
+};
+use crate::{
+    broker::BrokerError,
+    metrics::StreamTracker,
+    sse::{self, SseBody},
+    AppState,
+};
+
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
+const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-last-event-id");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The hub's routes.
+pub fn router(service: &HubService) -> Router<AppState> {
+    let body_limit = service.limits.max_update_bytes * 3 + 64 * 1024;
+    let router = Router::new()
+        .route(HUB_PATH, get(subscribe).post(publish))
+        .route(SUBSCRIPTIONS_PATH, get(list_all))
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{first}}"),
+            get(list_one_segment),
+        )
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{first}}/{{second}}"),
+            get(list_two_segments),
+        )
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{first}}/{{second}}/{{third}}"),
+            get(show_subscription),
+        )
+        .route(METADATA_PATH, get(metadata))
+        .layer(DefaultBodyLimit::max(body_limit));
+    match cors(&service.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::HEAD, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CACHE_CONTROL,
+            LAST_EVENT_ID,
+            header::CONTENT_TYPE,
+        ])
+        .expose_headers([header::LINK, MERCURE_LAST_EVENT_ID]);
+    if origins.iter().any(|origin| origin == "*") {
+        return Some(layer.allow_origin(tower_http::cors::Any));
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    Some(
+        layer
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true),
+    )
+}
+
+/// Everything a hub request can fail with, and the response for each.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{error}")]
+    Auth { error: AuthError, metadata: String },
+    #[error(transparent)]
+    Form(#[from] FormError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
+    #[error("the update could not be stored: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("subscriptions are turned off on this hub")]
+    SubscriptionsOff,
+    #[error("unsupported topic matcher type")]
+    UnknownMatchType,
+    #[error("no such subscription")]
+    NoSuchSubscription,
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Auth { error, .. } => match error {
+                AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
+                AuthError::Malformed => StatusCode::BAD_REQUEST,
+                AuthError::Forbidden => StatusCode::FORBIDDEN,
+            },
+            Self::Publish(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Form(_) | Self::Publish(_) | Self::Subscribe(_) | Self::UnknownMatchType => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SubscriptionsOff | Self::NoSuchSubscription => StatusCode::NOT_FOUND,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "hub request failed");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let Self::Auth { error, metadata } = &self {
+            let challenge = match error.code() {
+                Some(code) => format!("Bearer error=\"{code}\", resource_metadata=\"{metadata}\""),
+                None => format!("Bearer resource_metadata=\"{metadata}\""),
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// The request's view of the hub: its resource identifier and metadata URL.
+struct Audience {
+    resource: String,
+    metadata: String,
+}
+
+fn audience(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Audience {
+    let resource = service.resource_identifier(headers, uri.authority().map(|a| a.as_str()));
+    let metadata = match url::Url::parse(&resource) {
+        Ok(url) => format!("{}{METADATA_PATH}", url.origin().ascii_serialization()),
+        Err(_) => METADATA_PATH.to_owned(),
+    };
+    Audience { resource, metadata }
+}
+
+/// The grants of the request's token; `None` when it has none.
+fn authenticate(
+    service: &HubService,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    role: Role,
+    audience: &Audience,
+) -> Result<Option<Grants>, HubError> {
+    let auth_error = |error| HubError::Auth {
+        error,
+        metadata: audience.metadata.clone(),
+    };
+    let Some(token) = auth::extract_token(headers, query, &service.auth).map_err(auth_error)?
+    else {
+        return Ok(None);
+    };
+    auth::validate(
+        &token,
+        role,
+        &audience.resource,
+        &service.auth,
+        service.base(),
+    )
+    .map(Some)
+    .map_err(auth_error)
+}
+
+/// `POST /.well-known/mercure`: publish an update.
+async fn publish(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    let service = &state.hub;
+    let audience = audience(service, &headers, &uri);
+    let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
+    let grants =
+        authenticate(service, &headers, &query, Role::Publisher, &audience)?.ok_or_else(|| {
+            HubError::Auth {
+                error: AuthError::Missing,
+                metadata: audience.metadata.clone(),
+            }
+        })?;
+    let pairs = parse_form(&body, "form")?;
+    let update = parse_publish(pairs, &service.limits, service.base().url(), new_update_id)?;
+    if !grants.may_publish(&update.topics, service.base()) {
+        return Err(HubError::Auth {
+            error: AuthError::Forbidden,
+            metadata: audience.metadata,
+        });
+    }
+    let accepted = service.publish(update).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        accepted.id.to_string(),
+    )
+        .into_response())
+}
+
+/// `GET /.well-known/mercure`: subscribe.
+async fn subscribe(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HubError> {
+    let service = Arc::clone(&state.hub);
+    let audience = audience(&service, &headers, &uri);
+    let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
+    let grants = authenticate(&service, &headers, &query, Role::Subscriber, &audience)?;
+    if grants.is_none() && !service.auth.anonymous {
+        return Err(HubError::Auth {
+            error: AuthError::Missing,
+            metadata: audience.metadata,
+        });
+    }
+    let header_id = headers
+        .get(LAST_EVENT_ID)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let request = parse_subscribe(
+        &query,
+        header_id.as_deref(),
+        &service.limits,
+        service.auth.compat,
+        service.base(),
+    )?;
+    let expires_at = grants.as_ref().and_then(|grants| grants.expires_at);
+    let spec = SubscriberSpec {
+        id: new_subscriber_id(),
+        selectors: request.selectors,
+        grants: grants.map(Arc::new),
+    };
+    let cursor = request.cursor.clone().unwrap_or(Cursor::Live);
+    let subscription = service.hub.subscribe(spec, &cursor);
+    service.announce(&subscription.spec, true).await;
+
+    let found = match &subscription.cursor {
+        CursorFound::Id(id) => id.clone(),
+        CursorFound::Earliest => "earliest".to_owned(),
+    };
+    let tracker = StreamTracker::start(Arc::clone(&service.metrics), request.cursor.is_some());
+    let stream = HubStream::new(subscription, expires_at, tracker, Arc::clone(&service));
+    let body = SseBody::new(
+        stream,
+        state.shutdown.clone().cancelled_owned(),
+        Some(state.keep_alive),
+    );
+    let mut response = sse::response(body);
+    if request.cursor_given {
+        if let Ok(value) = HeaderValue::from_str(&found) {
+            if service.auth.compat {
+                response.headers_mut().insert(LAST_EVENT_ID, value.clone());
+            }
+            response.headers_mut().insert(MERCURE_LAST_EVENT_ID, value);
+        }
+    }
+    Ok(response)
+}
+
+/// One subscriber's events: a first comment (so the client knows it is connected), the
+/// replay, then live updates, until the queue closes or the token expires. Dropping it
+/// unregisters the subscriber, then announces that its subscriptions ended.
+struct HubStream {
+    preamble: Option<Bytes>,
+    subscription: Option<Subscription>,
+    expiry: Option<Pin<Box<Sleep>>>,
+    tracker: StreamTracker,
+    service: Arc<HubService>,
+}
+
+impl HubStream {
+    fn new(
+        mut subscription: Subscription,
+        expires_at: Option<u64>,
+        mut tracker: StreamTracker,
+        service: Arc<HubService>,
+    ) -> Self {
+        let replay = std::mem::take(&mut subscription.replay);
+        let mut preamble =
+            BytesMut::with_capacity(3 + replay.iter().map(|u| u.wire.len()).sum::<usize>());
+        preamble.extend_from_slice(b":\n\n");
+        for update in &replay {
+            preamble.extend_from_slice(&update.wire);
+        }
+        tracker.sent(replay.len() as u64);
+        let expiry = expires_at.map(|at| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Box::pin(tokio::time::sleep(
+                Duration::from_secs(at).saturating_sub(now),
+            ))
+        });
+        Self {
+            preamble: Some(preamble.freeze()),
+            subscription: Some(subscription),
+            expiry,
+            tracker,
+            service,
+        }
+    }
+}
+
+impl Stream for HubStream {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(preamble));
+        }
+        if let Some(expiry) = &mut this.expiry {
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        let Some(subscription) = &mut this.subscription else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match subscription.queue.poll_recv(cx) {
+                Poll::Ready(Some(update)) if update.position <= subscription.after => continue,
+                Poll::Ready(Some(update)) => {
+                    this.tracker.sent(1);
+                    return Poll::Ready(Some(update.wire.clone()));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for HubStream {
+    fn drop(&mut self) {
+        let Some(subscription) = self.subscription.take() else {
+            return;
+        };
+        let spec = Arc::clone(&subscription.spec);
+        drop(subscription);
+        if !self.service.subscriptions {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let service = Arc::clone(&self.service);
+            runtime.spawn(async move { service.announce(&spec, false).await });
+        }
+    }
+}
+
+// ---- Subscriptions API ----
+
+/// Checks that the request may read the subscriptions at its own path.
+fn authorize_listing(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Result<(), HubError> {
+    if !service.subscriptions {
+        return Err(HubError::SubscriptionsOff);
+    }
+    let audience = audience(service, headers, uri);
+    let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
+    let grants =
+        authenticate(service, headers, &query, Role::Subscriber, &audience)?.ok_or_else(|| {
+            HubError::Auth {
+                error: AuthError::Missing,
+                metadata: audience.metadata.clone(),
+            }
+        })?;
+    if grants.may_read(&[uri.path()], service.base()) {
+        Ok(())
+    } else {
+        Err(HubError::Auth {
+            error: AuthError::Forbidden,
+            metadata: audience.metadata,
+        })
+    }
+}
+
+fn respond_with<T: serde::Serialize>(
+    service: &HubService,
+    headers: &HeaderMap,
+    body: &T,
+) -> Response {
+    let last_id = service.hub.last_event_id();
+    let escaped = last_id.replace('\\', "\\\\").replace('"', "\\\"");
+    let link = format!(
+        "<{HUB_PATH}>; rel=\"mercure\"; last-event-id=\"{escaped}\"; type=\"mercure\"; content-type=\"application/json\""
+    );
+    let etag: String = format!(
+        "\"{}\"",
+        last_id
+            .bytes()
+            .map(|b| if b < 0x21 || b == b'"' || b == b'%' || b >= 0x7F {
+                format!("%{b:02X}")
+            } else {
+                char::from(b).to_string()
+            })
+            .collect::<String>()
+    );
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|value| value.as_bytes() == etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(body).into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&link) {
+        headers.insert(header::LINK, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("must-revalidate"),
+    );
+    response
+}
+
+fn collection(
+    service: &HubService,
+    uri: &Uri,
+    keep: impl Fn(MatchType, &str, &str) -> bool,
+) -> CollectionDoc {
+    let base = service.base();
+    let subscriptions = service
+        .hub
+        .subscribers()
+        .into_iter()
+        .flat_map(|active| {
+            active
+                .spec
+                .selectors
+                .iter()
+                .filter(|selector| keep(selector.kind(), selector.raw(), &active.spec.id))
+                .map(|selector| document(&active.spec, selector, true, base))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    CollectionDoc {
+        id: uri.path().to_owned(),
+        kind: "subscriptions",
+        subscriptions,
+    }
+}
+
+/// `GET /.well-known/mercure/subscriptions`.
+async fn list_all(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HubError> {
+    authorize_listing(&state.hub, &headers, &uri)?;
+    let doc = collection(&state.hub, &uri, |_, _, _| true);
+    Ok(respond_with(&state.hub, &headers, &doc))
+}
+
+/// `GET …/subscriptions/{topic}` (0.x clients, compatibility mode).
+async fn list_one_segment(
+    State(state): State<AppState>,
+    Path(first): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HubError> {
+    if !state.hub.auth.compat {
+        return Err(HubError::UnknownMatchType);
+    }
+    authorize_listing(&state.hub, &headers, &uri)?;
+    let doc = collection(&state.hub, &uri, |kind, raw, _| {
+        kind == MatchType::Legacy && raw == first
+    });
+    Ok(respond_with(&state.hub, &headers, &doc))
+}
+
+/// `GET …/subscriptions/{match_type}/{match}`, or in compatibility mode
+/// `…/subscriptions/{topic}/{subscriber}`.
+async fn list_two_segments(
+    State(state): State<AppState>,
+    Path((first, second)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HubError> {
+    let service = &state.hub;
+    match MatchType::from_name(&first) {
+        Some(kind) => {
+            authorize_listing(service, &headers, &uri)?;
+            let doc = collection(service, &uri, |k, raw, _| k == kind && raw == second);
+            Ok(respond_with(service, &headers, &doc))
+        }
+        None if service.auth.compat => {
+            authorize_listing(service, &headers, &uri)?;
+            single(service, &uri, &headers, |kind, raw, subscriber| {
+                kind == MatchType::Legacy && raw == first && subscriber == second
+            })
+        }
+        None => Err(HubError::UnknownMatchType),
+    }
+}
+
+/// `GET …/subscriptions/{match_type}/{match}/{subscriber}`.
+async fn show_subscription(
+    State(state): State<AppState>,
+    Path((kind, matcher, subscriber)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, HubError> {
+    let service = &state.hub;
+    let kind = MatchType::from_name(&kind).ok_or(HubError::UnknownMatchType)?;
+    authorize_listing(service, &headers, &uri)?;
+    single(service, &uri, &headers, |k, raw, id| {
+        k == kind && raw == matcher && id == subscriber
+    })
+}
+
+fn single(
+    service: &HubService,
+    uri: &Uri,
+    headers: &HeaderMap,
+    keep: impl Fn(MatchType, &str, &str) -> bool,
+) -> Result<Response, HubError> {
+    let doc = collection(service, uri, keep)
+        .subscriptions
+        .into_iter()
+        .next()
+        .ok_or(HubError::NoSuchSubscription)?;
+    Ok(respond_with(service, headers, &doc))
+}
+
+/// `GET /.well-known/oauth-protected-resource/.well-known/mercure` (RFC 9728).
+async fn metadata(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let service = &state.hub;
+    let audience = audience(service, &headers, &uri);
+    let mut body = serde_json::json!({
+        "resource": audience.resource,
+        "bearer_methods_supported": ["header"],
+        "authorization_details_types_supported": [auth::DETAIL_TYPE],
+        "mercure_cookie": service.auth.cookie_name,
+    });
+    if service.subscriptions {
+        body["mercure_subscriptions"] = serde_json::Value::Bool(true);
+    }
+    Json(body).into_response()
+}

@@ -1,0 +1,238 @@
+//! The Mercure hub at `/.well-known/mercure`: subscribing, publishing, authorization,
+//! history, active subscriptions.
+//!
+//! [`HubService`] ties the parts together for the HTTP handlers in [`http`]: the hub core
+//! ([`topic_hub`]), the broker that stores and carries updates, and the token settings.
+
+pub mod auth;
+pub mod http;
+pub mod rate_limit;
+pub mod request;
+pub mod selector;
+pub mod subscriptions;
+pub mod text;
+pub mod topic_hub;
+
+use std::{sync::Arc, time::Duration};
+
+use ::http::HeaderMap;
+use url::Url;
+
+use self::{
+    auth::{AuthSettings, Key, KeyError},
+    request::RequestLimits,
+    selector::MatchBase,
+    topic_hub::{HubLimits, SubscriberSpec, TopicHub},
+};
+use crate::{
+    broker::{Broker, BrokerError},
+    config::HubArgs,
+    metrics::StreamMetrics,
+    update::{NewUpdate, Update},
+};
+
+/// The hub's path.
+pub const HUB_PATH: &str = "/.well-known/mercure";
+
+/// Why the hub's settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum HubConfigError {
+    #[error("MERCURE_PUBLISHER_JWT_KEY / --publisher-jwt-key: {0}")]
+    PublisherKey(KeyError),
+    #[error("MERCURE_SUBSCRIBER_JWT_KEY / --subscriber-jwt-key: {0}")]
+    SubscriberKey(KeyError),
+    #[error("MERCURE_RESOURCE_IDENTIFIER / --resource-identifier must be an absolute URL without fragment, got {0:?}")]
+    ResourceIdentifier(String),
+    #[error("MERCURE_TRUSTED_ISSUERS / --trusted-issuers must name at least one issuer")]
+    NoIssuer,
+    #[error(
+        "MERCURE_CORS_ORIGINS / --cors-origins: {0:?} is not an origin like https://example.com"
+    )]
+    CorsOrigin(String),
+    #[error(
+        "PULSE_COMPOSER_RATE / --composer-rate must be a positive number of messages per second"
+    )]
+    ComposerRate,
+}
+
+/// Everything the hub's handlers share.
+pub struct HubService {
+    pub hub: Arc<TopicHub>,
+    pub broker: Broker,
+    pub auth: AuthSettings,
+    pub limits: RequestLimits,
+    /// Whether subscription events and the subscriptions API are on.
+    pub subscriptions: bool,
+    /// Origins allowed to call the hub from a browser.
+    pub cors_origins: Vec<String>,
+    /// Counters of the hub's streams.
+    pub metrics: Arc<StreamMetrics>,
+    /// Limits how fast one client may publish from the pages' composer.
+    pub composer_limit: rate_limit::RateLimiter,
+    /// Whether the server speaks TLS (for derived resource identifiers).
+    pub tls: bool,
+}
+
+impl HubService {
+    /// A hub for `args`, on the current runtime.
+    pub fn new(
+        args: &HubArgs,
+        tls: bool,
+        metrics: Arc<StreamMetrics>,
+    ) -> Result<Self, HubConfigError> {
+        let publisher = key(
+            args.publisher_jwt_key.as_deref(),
+            &args.publisher_jwt_alg,
+            "publisher",
+        )
+        .map_err(HubConfigError::PublisherKey)?;
+        let subscriber = key(
+            args.subscriber_jwt_key.as_deref(),
+            &args.subscriber_jwt_alg,
+            "subscriber",
+        )
+        .map_err(HubConfigError::SubscriberKey)?;
+        let trusted_issuers: Vec<String> = args
+            .trusted_issuers
+            .iter()
+            .flat_map(|item| item.split_whitespace())
+            .map(str::to_owned)
+            .collect();
+        if trusted_issuers.is_empty() {
+            return Err(HubConfigError::NoIssuer);
+        }
+        if let Some(identifier) = &args.resource_identifier {
+            let valid = Url::parse(identifier)
+                .is_ok_and(|url| url.fragment().is_none() && !url.cannot_be_a_base());
+            if !valid {
+                return Err(HubConfigError::ResourceIdentifier(identifier.clone()));
+            }
+        }
+        let cors_origins: Vec<String> = args
+            .cors_origins
+            .iter()
+            .flat_map(|item| item.split_whitespace())
+            .map(str::to_owned)
+            .collect();
+        for origin in &cors_origins {
+            let valid = origin == "*"
+                || Url::parse(origin).is_ok_and(|url| {
+                    url.origin().ascii_serialization() == origin.trim_end_matches('/')
+                });
+            if !valid {
+                return Err(HubConfigError::CorsOrigin(origin.clone()));
+            }
+        }
+        if !(args.composer_rate.is_finite() && args.composer_rate > 0.0) {
+            return Err(HubConfigError::ComposerRate);
+        }
+        let base = MatchBase::new(args.resource_identifier.as_deref());
+        let hub = TopicHub::start(
+            base,
+            HubLimits {
+                history_size: args.history_size as usize,
+                queue_capacity: args.subscriber_queue as usize,
+            },
+        );
+        Ok(Self {
+            broker: Broker::Memory(Arc::clone(&hub)),
+            hub,
+            auth: AuthSettings {
+                publisher,
+                subscriber,
+                trusted_issuers,
+                resource_identifier: args.resource_identifier.clone(),
+                compat: args.protocol_version_compatibility.is_some(),
+                cookie_name: args.cookie_name.clone().unwrap_or_else(|| {
+                    if tls {
+                        "__Secure-mercure_access_token"
+                    } else {
+                        "mercure_access_token"
+                    }
+                    .to_owned()
+                }),
+                anonymous: args.anonymous,
+            },
+            limits: RequestLimits {
+                max_update_bytes: args.max_update_bytes as usize,
+                max_topics: args.max_topics as usize,
+                max_matchers: args.max_matchers as usize,
+            },
+            subscriptions: args.subscriptions,
+            cors_origins,
+            metrics,
+            composer_limit: rate_limit::RateLimiter::new(args.composer_rate, args.composer_burst),
+            tls,
+        })
+    }
+
+    /// The base URL for URL patterns and reserved-topic checks.
+    pub fn base(&self) -> &MatchBase {
+        self.hub.base()
+    }
+
+    /// The resource identifier tokens must name for a request with `headers`: the
+    /// configured one, or `<scheme>://<host>/.well-known/mercure`.
+    pub fn resource_identifier(&self, headers: &HeaderMap, authority: Option<&str>) -> String {
+        if let Some(identifier) = &self.auth.resource_identifier {
+            return identifier.clone();
+        }
+        let host = authority
+            .or_else(|| {
+                headers
+                    .get(::http::header::HOST)
+                    .and_then(|value| value.to_str().ok())
+            })
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}{HUB_PATH}")
+    }
+
+    /// Publishes `update` through the broker.
+    pub async fn publish(&self, update: NewUpdate) -> Result<Arc<Update>, BrokerError> {
+        self.broker.publish(update).await
+    }
+
+    /// Announces that `spec`'s subscriptions started (`active`) or ended.
+    pub async fn announce(&self, spec: &SubscriberSpec, active: bool) {
+        if !self.subscriptions {
+            return;
+        }
+        for event in subscriptions::events(spec, active, self.base(), new_update_id) {
+            if let Err(error) = self.publish(event).await {
+                tracing::warn!(%error, "cannot publish a subscription event");
+            }
+        }
+    }
+}
+
+/// A new update id: `urn:uuid:` and a time-ordered UUID (v7), which the topic pages also
+/// read as the update's time.
+pub fn new_update_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::now_v7())
+}
+
+/// A new subscriber id: a random UUID, unique per connection.
+pub fn new_subscriber_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+fn key(text: Option<&str>, algorithm: &str, role: &str) -> Result<Key, KeyError> {
+    match text {
+        Some(text) => Key::new(text, algorithm),
+        None => {
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            tracing::warn!(
+                "no {role} JWT key configured: using a random secret, so only tokens this server mints are accepted"
+            );
+            Key::new(&secret, "HS256")
+        }
+    }
+}
+
+/// How long tokens the server mints for its own pages live.
+pub const PAGE_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);

@@ -1,0 +1,735 @@
+//! The hub's core: the history of recent updates, the registry of subscribers, and the
+//! fan-out that hands each accepted update to every matching subscriber.
+//!
+//! Ordering and exactly-once delivery come from one rule: an update enters the history and
+//! the fan-out queue under the same lock, and a subscriber is registered under that lock
+//! too, after reading the history it must replay. Every update is therefore either in the
+//! subscriber's replay or delivered live (never both: live updates at or before the replay's
+//! end are skipped), and all arrive in log order.
+//!
+//! Fan-out runs in its own task, so a publisher is answered as soon as its update is
+//! accepted. Each subscriber has a bounded queue; the fan-out never waits for one. A
+//! subscriber whose queue is full is cut off after what it already has: its stream ends and
+//! the client resumes with `Last-Event-ID` from the history, so nothing is lost and no
+//! slow reader slows the others or grows memory without bound.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+};
+
+use parking_lot::{Mutex, RwLock};
+use slab::Slab;
+use tokio::sync::mpsc;
+
+use super::{
+    auth::Grants,
+    selector::{MatchBase, Selector},
+};
+use crate::update::{EncodeError, NewUpdate, Position, Update};
+
+/// Where a subscriber wants its stream to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// Only updates published from now on.
+    Live,
+    /// Everything the history still holds.
+    Earliest,
+    /// Everything after the update with this id.
+    After(String),
+}
+
+/// What the hub tells a resuming subscriber about its cursor (`Mercure-Last-Event-ID`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CursorFound {
+    /// The id was found: the replay starts right after it.
+    Id(String),
+    /// The replay starts at the oldest update kept: the id was `earliest`, unknown, or
+    /// already dropped from the history.
+    Earliest,
+}
+
+/// How big the hub's buffers are.
+#[derive(Clone, Debug)]
+pub struct HubLimits {
+    /// Updates kept for subscribers that resume.
+    pub history_size: usize,
+    /// Updates a subscriber may have waiting before it is cut off.
+    pub queue_capacity: usize,
+}
+
+/// A subscriber as the hub sees it.
+#[derive(Debug)]
+pub struct SubscriberSpec {
+    /// The hub-generated id, unique per connection (`urn:uuid:…`).
+    pub id: String,
+    /// The topics it asked for.
+    pub selectors: Vec<Selector>,
+    /// What its token allows; `None` for an anonymous subscriber.
+    pub grants: Option<Arc<Grants>>,
+}
+
+/// One registered subscriber.
+struct Entry {
+    /// Unique for the hub's lifetime, unlike the slab key, which is reused.
+    serial: u64,
+    spec: Arc<SubscriberSpec>,
+    queue: mpsc::Sender<Arc<Update>>,
+    /// Updates at or before this position were in its replay.
+    after: Position,
+    /// The fan-out round that last delivered to it (an update reached through several of its
+    /// selectors is sent once).
+    round: AtomicU64,
+    /// Set when its queue overflowed: nothing more is sent, and the entry is removed.
+    lagged: AtomicBool,
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: Slab<Entry>,
+    /// Exact topic → subscribers with an exact selector for it.
+    exact: HashMap<Box<str>, Vec<usize>>,
+    /// Subscribers with the `*` selector.
+    wildcard: Vec<usize>,
+    /// Distinct other selectors (URL patterns, templates) → their subscribers; each is
+    /// evaluated once per update, however many subscribers share it.
+    patterns: HashMap<(super::selector::MatchType, Box<str>), (Selector, Vec<usize>)>,
+}
+
+/// The history, in two rings of the same size: ordinary updates, and the hub's own
+/// subscription events, which would otherwise push ordinary updates out when many clients
+/// connect at once. Positions are shared, so replays merge the two in order.
+struct Log {
+    updates: VecDeque<Arc<Update>>,
+    presence: VecDeque<Arc<Update>>,
+    next_seq: u64,
+}
+
+impl Log {
+    fn ring(&self, update: &Update) -> &VecDeque<Arc<Update>> {
+        if is_presence(update) {
+            &self.presence
+        } else {
+            &self.updates
+        }
+    }
+
+    fn newest(&self) -> Option<&Arc<Update>> {
+        match (self.updates.back(), self.presence.back()) {
+            (Some(a), Some(b)) => Some(if a.position >= b.position { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The position of the oldest kept update with `id`, if any.
+    fn find(&self, id: &str) -> Option<Position> {
+        let first =
+            |ring: &VecDeque<Arc<Update>>| ring.iter().find(|u| *u.id == *id).map(|u| u.position);
+        match (first(&self.updates), first(&self.presence)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Every kept update after `position`, in log order.
+    fn after(&self, position: Position) -> Vec<&Arc<Update>> {
+        let mut merged: Vec<&Arc<Update>> = self
+            .updates
+            .iter()
+            .chain(self.presence.iter())
+            .filter(|update| update.position > position)
+            .collect();
+        merged.sort_unstable_by_key(|update| update.position);
+        merged
+    }
+}
+
+/// Whether `update` is one of the hub's subscription events.
+fn is_presence(update: &Update) -> bool {
+    update
+        .topics
+        .first()
+        .is_some_and(|topic| topic.starts_with(super::subscriptions::SUBSCRIPTIONS_PATH))
+}
+
+/// The hub: history, subscribers and fan-out.
+pub struct TopicHub {
+    base: MatchBase,
+    limits: HubLimits,
+    log: Mutex<Log>,
+    registry: RwLock<Registry>,
+    fanout: mpsc::UnboundedSender<Arc<Update>>,
+    next_serial: AtomicU64,
+}
+
+/// A registered subscriber's side: its replay, its live queue and its registration, which
+/// ends when this is dropped.
+pub struct Subscription {
+    pub spec: Arc<SubscriberSpec>,
+    pub replay: Vec<Arc<Update>>,
+    pub cursor: CursorFound,
+    pub after: Position,
+    pub queue: mpsc::Receiver<Arc<Update>>,
+    registration: Registration,
+}
+
+struct Registration {
+    hub: Arc<TopicHub>,
+    key: usize,
+    serial: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.remove(self.key, self.serial);
+    }
+}
+
+impl Subscription {
+    /// The hub the subscription belongs to.
+    pub fn hub(&self) -> &Arc<TopicHub> {
+        &self.registration.hub
+    }
+}
+
+/// A subscription as the subscriptions API lists it.
+#[derive(Clone, Debug)]
+pub struct ActiveSubscription {
+    pub spec: Arc<SubscriberSpec>,
+}
+
+impl TopicHub {
+    /// A hub and the fan-out task that serves it (spawned on the current runtime).
+    pub fn start(base: MatchBase, limits: HubLimits) -> Arc<Self> {
+        let (fanout, updates) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
+            base,
+            limits,
+            log: Mutex::new(Log {
+                updates: VecDeque::new(),
+                presence: VecDeque::new(),
+                next_seq: 1,
+            }),
+            registry: RwLock::default(),
+            fanout,
+            next_serial: AtomicU64::new(1),
+        });
+        tokio::spawn(fan_out(Arc::downgrade(&hub), updates));
+        hub
+    }
+
+    /// The base URL for URL-pattern matching.
+    pub fn base(&self) -> &MatchBase {
+        &self.base
+    }
+
+    /// Accepts `new` at the next in-memory position.
+    pub fn publish(&self, new: NewUpdate) -> Result<Arc<Update>, EncodeError> {
+        let mut log = self.log.lock();
+        let update = Update::accept(new, Position::seq(log.next_seq))?;
+        log.next_seq += 1;
+        self.append(&mut log, Arc::clone(&update));
+        Ok(update)
+    }
+
+    /// Accepts an update a broker already placed in its log at `position`; one at or before
+    /// the newest position seen is a repeat and is ignored (`None`).
+    pub fn ingest(
+        &self,
+        new: NewUpdate,
+        position: Position,
+    ) -> Result<Option<Arc<Update>>, EncodeError> {
+        let mut log = self.log.lock();
+        let update = Update::accept(new, position)?;
+        if log
+            .ring(&update)
+            .back()
+            .is_some_and(|last| last.position >= position)
+        {
+            return Ok(None);
+        }
+        self.append(&mut log, Arc::clone(&update));
+        Ok(Some(update))
+    }
+
+    fn append(&self, log: &mut Log, update: Arc<Update>) {
+        let ring = if is_presence(&update) {
+            &mut log.presence
+        } else {
+            &mut log.updates
+        };
+        ring.push_back(Arc::clone(&update));
+        while ring.len() > self.limits.history_size {
+            ring.pop_front();
+        }
+        // The fan-out task lives as long as the hub; a send can only fail while the runtime
+        // shuts down, when nobody is left to deliver to.
+        let _ = self.fanout.send(update);
+    }
+
+    /// The newest update's id, or `earliest` when the history is empty: the cursor a client
+    /// that read a snapshot now should resume from.
+    pub fn last_event_id(&self) -> String {
+        self.log
+            .lock()
+            .newest()
+            .map_or_else(|| "earliest".to_owned(), |update| update.id.to_string())
+    }
+
+    /// The newest `limit` updates that `accepts` allows, oldest first.
+    pub fn recent(&self, limit: usize, accepts: impl Fn(&Update) -> bool) -> Vec<Arc<Update>> {
+        let log = self.log.lock();
+        let mut recent: Vec<Arc<Update>> = log
+            .updates
+            .iter()
+            .rev()
+            .filter(|update| accepts(update))
+            .take(limit)
+            .cloned()
+            .collect();
+        recent.reverse();
+        recent
+    }
+
+    /// Registers a subscriber: returns the updates it missed after `cursor` (that it may
+    /// see) and the queue that receives everything after them.
+    pub fn subscribe(self: &Arc<Self>, spec: SubscriberSpec, cursor: &Cursor) -> Subscription {
+        let spec = Arc::new(spec);
+        let (sender, queue) = mpsc::channel(self.limits.queue_capacity.max(1));
+        let serial = self.next_serial.fetch_add(1, Relaxed);
+        let log = self.log.lock();
+        let after = log.newest().map_or(Position::ZERO, |last| last.position);
+        let (start, found) = match cursor {
+            Cursor::Live => (after, CursorFound::Earliest),
+            Cursor::Earliest => (Position::ZERO, CursorFound::Earliest),
+            Cursor::After(id) => match log.find(id) {
+                Some(position) => (position, CursorFound::Id(id.clone())),
+                None => (Position::ZERO, CursorFound::Earliest),
+            },
+        };
+        let replay: Vec<Arc<Update>> = log
+            .after(start)
+            .into_iter()
+            .filter(|update| wants(&spec, update, &self.base))
+            .cloned()
+            .collect();
+        let key = self.registry.write().insert(Entry {
+            serial,
+            spec: Arc::clone(&spec),
+            queue: sender,
+            after,
+            round: AtomicU64::new(0),
+            lagged: AtomicBool::new(false),
+        });
+        drop(log);
+        Subscription {
+            spec,
+            replay,
+            cursor: found,
+            after,
+            queue,
+            registration: Registration {
+                hub: Arc::clone(self),
+                key,
+                serial,
+            },
+        }
+    }
+
+    fn remove(&self, key: usize, serial: u64) {
+        self.registry.write().remove(key, serial);
+    }
+
+    /// Every registered subscriber.
+    pub fn subscribers(&self) -> Vec<ActiveSubscription> {
+        self.registry
+            .read()
+            .entries
+            .iter()
+            .map(|(_, entry)| ActiveSubscription {
+                spec: Arc::clone(&entry.spec),
+            })
+            .collect()
+    }
+
+    /// How many subscribers are registered.
+    pub fn subscriber_count(&self) -> usize {
+        self.registry.read().entries.len()
+    }
+}
+
+/// Whether `spec` should receive `update`: one of its selectors matches one of the topics,
+/// and a private update needs a grant covering one of its topics.
+fn wants(spec: &SubscriberSpec, update: &Update, base: &MatchBase) -> bool {
+    spec.selectors
+        .iter()
+        .any(|selector| selector.matches_any(&update.topics, base))
+        && may_read(spec, update, base)
+}
+
+fn may_read(spec: &SubscriberSpec, update: &Update, base: &MatchBase) -> bool {
+    !update.private
+        || spec
+            .grants
+            .as_ref()
+            .is_some_and(|grants| grants.may_read(&update.topics, base))
+}
+
+impl Registry {
+    fn insert(&mut self, entry: Entry) -> usize {
+        let spec = Arc::clone(&entry.spec);
+        let key = self.entries.insert(entry);
+        for selector in &spec.selectors {
+            if selector.is_wildcard() {
+                self.wildcard.push(key);
+            } else if let Some(topic) = selector.exact_topic() {
+                self.exact.entry(topic.into()).or_default().push(key);
+            } else {
+                self.patterns
+                    .entry((selector.kind(), selector.raw().into()))
+                    .or_insert_with(|| (selector.clone(), Vec::new()))
+                    .1
+                    .push(key);
+            }
+        }
+        key
+    }
+
+    fn remove(&mut self, key: usize, serial: u64) {
+        if self
+            .entries
+            .get(key)
+            .is_none_or(|entry| entry.serial != serial)
+        {
+            return;
+        }
+        let entry = self.entries.remove(key);
+        let drop_key = |keys: &mut Vec<usize>| {
+            if let Some(at) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(at);
+            }
+        };
+        for selector in &entry.spec.selectors {
+            if selector.is_wildcard() {
+                drop_key(&mut self.wildcard);
+            } else if let Some(topic) = selector.exact_topic() {
+                if let Some(keys) = self.exact.get_mut(topic) {
+                    drop_key(keys);
+                    if keys.is_empty() {
+                        self.exact.remove(topic);
+                    }
+                }
+            } else {
+                let pattern_key = (selector.kind(), Box::<str>::from(selector.raw()));
+                if let Some((_, keys)) = self.patterns.get_mut(&pattern_key) {
+                    drop_key(keys);
+                    if keys.is_empty() {
+                        self.patterns.remove(&pattern_key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The fan-out task: delivers each accepted update, in order, to every matching subscriber.
+async fn fan_out(
+    hub: std::sync::Weak<TopicHub>,
+    mut updates: mpsc::UnboundedReceiver<Arc<Update>>,
+) {
+    let mut round = 0u64;
+    let mut lagged = Vec::new();
+    while let Some(update) = updates.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        round += 1;
+        {
+            let registry = hub.registry.read();
+            let mut deliver = |key: usize| {
+                let Some(entry) = registry.entries.get(key) else {
+                    return;
+                };
+                if entry.round.swap(round, Relaxed) == round
+                    || update.position <= entry.after
+                    || entry.lagged.load(Relaxed)
+                    || !may_read(&entry.spec, &update, &hub.base)
+                {
+                    return;
+                }
+                if entry.queue.try_send(Arc::clone(&update)).is_err() {
+                    entry.lagged.store(true, Relaxed);
+                    lagged.push((key, entry.serial));
+                }
+            };
+            for topic in update.topics.iter() {
+                if let Some(keys) = registry.exact.get(topic) {
+                    keys.iter().copied().for_each(&mut deliver);
+                }
+            }
+            registry.wildcard.iter().copied().for_each(&mut deliver);
+            for (selector, keys) in registry.patterns.values() {
+                if selector.matches_any(&update.topics, &hub.base) {
+                    keys.iter().copied().for_each(&mut deliver);
+                }
+            }
+        }
+        if !lagged.is_empty() {
+            // Removing a lagged subscriber drops its queue's sender: its stream ends after
+            // what it already has, and the client resumes from the history.
+            tracing::info!(
+                count = lagged.len(),
+                "cutting off subscribers whose queue is full"
+            );
+            let mut registry = hub.registry.write();
+            for (key, serial) in lagged.drain(..) {
+                registry.remove(key, serial);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::hub::selector::MatchType;
+
+    fn hub(history: usize, queue: usize) -> Arc<TopicHub> {
+        TopicHub::start(
+            MatchBase::default(),
+            HubLimits {
+                history_size: history,
+                queue_capacity: queue,
+            },
+        )
+    }
+
+    fn update(id: &str, topic: &str) -> NewUpdate {
+        NewUpdate {
+            id: id.into(),
+            topics: vec![topic.into()],
+            data: format!("data of {id}"),
+            kind: None,
+            retry: None,
+            private: false,
+        }
+    }
+
+    fn spec(selectors: &[(MatchType, &str)]) -> SubscriberSpec {
+        SubscriberSpec {
+            id: "urn:uuid:test".into(),
+            selectors: selectors
+                .iter()
+                .map(|(kind, raw)| Selector::new(*kind, raw, &MatchBase::default()).expect("valid"))
+                .collect(),
+            grants: None,
+        }
+    }
+
+    async fn next_id(subscription: &mut Subscription) -> String {
+        tokio::time::timeout(Duration::from_secs(1), subscription.queue.recv())
+            .await
+            .expect("an update arrives")
+            .expect("queue open")
+            .id
+            .to_string()
+    }
+
+    fn ids(updates: &[Arc<Update>]) -> Vec<String> {
+        updates.iter().map(|u| u.id.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn delivers_matching_updates_once_in_order() {
+        let hub = hub(10, 10);
+        let mut subscription = hub.subscribe(
+            spec(&[
+                (MatchType::Exact, "/a"),
+                (MatchType::UrlPattern, "/:name"),
+                (MatchType::Exact, "*"),
+            ]),
+            &Cursor::Live,
+        );
+        hub.publish(update("1", "/a")).expect("valid");
+        hub.publish(update("2", "/b")).expect("valid");
+        assert_eq!(next_id(&mut subscription).await, "1");
+        assert_eq!(next_id(&mut subscription).await, "2");
+        assert!(subscription.queue.try_recv().is_err(), "nothing twice");
+    }
+
+    #[tokio::test]
+    async fn replays_after_a_known_id_then_goes_live() {
+        let hub = hub(10, 10);
+        for id in ["1", "2", "3"] {
+            hub.publish(update(id, "/a")).expect("valid");
+        }
+        hub.publish(update("x", "/other")).expect("valid");
+        let mut subscription = hub.subscribe(
+            spec(&[(MatchType::Exact, "/a")]),
+            &Cursor::After("1".into()),
+        );
+        assert_eq!(ids(&subscription.replay), ["2", "3"]);
+        assert_eq!(subscription.cursor, CursorFound::Id("1".into()));
+        hub.publish(update("4", "/a")).expect("valid");
+        assert_eq!(next_id(&mut subscription).await, "4");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_dropped_id_replays_everything_kept() {
+        let hub = hub(2, 10);
+        for id in ["1", "2", "3"] {
+            hub.publish(update(id, "/a")).expect("valid");
+        }
+        let subscription = hub.subscribe(
+            spec(&[(MatchType::Exact, "/a")]),
+            &Cursor::After("1".into()),
+        );
+        assert_eq!(ids(&subscription.replay), ["2", "3"]);
+        assert_eq!(subscription.cursor, CursorFound::Earliest);
+        let earliest = hub.subscribe(spec(&[(MatchType::Exact, "/a")]), &Cursor::Earliest);
+        assert_eq!(ids(&earliest.replay), ["2", "3"]);
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_resolve_to_the_earliest() {
+        let hub = hub(10, 10);
+        for (id, topic) in [("dup", "/a"), ("x", "/a"), ("dup", "/a"), ("y", "/a")] {
+            hub.publish(update(id, topic)).expect("valid");
+        }
+        let subscription = hub.subscribe(
+            spec(&[(MatchType::Exact, "/a")]),
+            &Cursor::After("dup".into()),
+        );
+        assert_eq!(ids(&subscription.replay), ["x", "dup", "y"]);
+    }
+
+    #[tokio::test]
+    async fn private_updates_need_a_grant() {
+        let hub = hub(10, 10);
+        let mut anonymous = hub.subscribe(spec(&[(MatchType::Exact, "*")]), &Cursor::Live);
+        let mut allowed_spec = spec(&[(MatchType::Exact, "/a")]);
+        allowed_spec.grants = Some(Arc::new(Grants {
+            subscribe: vec![super::super::auth::SubscribeGrant {
+                selectors: vec![Selector::exact("/alternate")],
+                payload: None,
+            }],
+            ..Grants::default()
+        }));
+        let mut allowed = hub.subscribe(allowed_spec, &Cursor::Live);
+        let mut secret = update("secret", "/a");
+        secret.private = true;
+        secret.topics.push("/alternate".into());
+        hub.publish(secret).expect("valid");
+        hub.publish(update("public", "/a")).expect("valid");
+        assert_eq!(next_id(&mut allowed).await, "secret");
+        assert_eq!(next_id(&mut allowed).await, "public");
+        assert_eq!(next_id(&mut anonymous).await, "public");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_the_subscriber_off_after_what_it_has() {
+        let hub = hub(100, 2);
+        let mut slow = hub.subscribe(spec(&[(MatchType::Exact, "/a")]), &Cursor::Live);
+        let mut fast = hub.subscribe(spec(&[(MatchType::Exact, "/a")]), &Cursor::Live);
+        for n in 1..=5 {
+            hub.publish(update(&n.to_string(), "/a")).expect("valid");
+            assert_eq!(next_id(&mut fast).await, n.to_string());
+        }
+        // The slow one got the two that fit, then its queue closed.
+        assert_eq!(next_id(&mut slow).await, "1");
+        assert_eq!(next_id(&mut slow).await, "2");
+        let end = tokio::time::timeout(Duration::from_secs(1), slow.queue.recv())
+            .await
+            .expect("the queue closes");
+        assert!(end.is_none());
+        assert_eq!(hub.subscriber_count(), 1);
+        // Resuming from its last id gets the rest from the history.
+        let resumed = hub.subscribe(
+            spec(&[(MatchType::Exact, "/a")]),
+            &Cursor::After("2".into()),
+        );
+        assert_eq!(ids(&resumed.replay), ["3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unregisters_it() {
+        let hub = hub(10, 10);
+        let first = hub.subscribe(
+            spec(&[(MatchType::Exact, "/a"), (MatchType::UrlPattern, "/:x")]),
+            &Cursor::Live,
+        );
+        let second = hub.subscribe(spec(&[(MatchType::Exact, "/a")]), &Cursor::Live);
+        assert_eq!(hub.subscriber_count(), 2);
+        drop(first);
+        assert_eq!(hub.subscriber_count(), 1);
+        let registry = hub.registry.read();
+        assert!(registry.patterns.is_empty());
+        assert_eq!(registry.exact.get("/a").map(Vec::len), Some(1));
+        drop(registry);
+        drop(second);
+        assert_eq!(hub.subscriber_count(), 0);
+        assert!(hub.registry.read().exact.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ingest_ignores_positions_already_seen() {
+        let hub = hub(10, 10);
+        let at = |minor| Position { major: 5, minor };
+        assert!(hub
+            .ingest(update("a", "/a"), at(1))
+            .expect("valid")
+            .is_some());
+        assert!(hub
+            .ingest(update("a", "/a"), at(1))
+            .expect("valid")
+            .is_none());
+        assert!(hub
+            .ingest(update("b", "/a"), at(2))
+            .expect("valid")
+            .is_some());
+        assert_eq!(hub.last_event_id(), "b");
+    }
+
+    #[tokio::test]
+    async fn subscription_events_do_not_push_updates_out_of_the_history() {
+        let hub = hub(2, 10);
+        hub.publish(update("a", "/t")).expect("valid");
+        hub.publish(update("b", "/t")).expect("valid");
+        for n in 0..5 {
+            hub.publish(update(
+                &format!("p{n}"),
+                "/.well-known/mercure/subscriptions/exact/x/y",
+            ))
+            .expect("valid");
+        }
+        hub.publish(update("c", "/t")).expect("valid");
+        let all = hub.subscribe(spec(&[(MatchType::Exact, "*")]), &Cursor::Earliest);
+        // Two of each kind are kept, merged in log order.
+        assert_eq!(ids(&all.replay), ["b", "p3", "p4", "c"]);
+        let after_presence = hub.subscribe(
+            spec(&[(MatchType::Exact, "/t")]),
+            &Cursor::After("p3".into()),
+        );
+        assert_eq!(ids(&after_presence.replay), ["c"]);
+        assert_eq!(after_presence.cursor, CursorFound::Id("p3".into()));
+        assert_eq!(hub.last_event_id(), "c");
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_and_recent_filters() {
+        let hub = hub(3, 10);
+        for n in 1..=5 {
+            hub.publish(update(
+                &n.to_string(),
+                if n % 2 == 0 { "/even" } else { "/odd" },
+            ))
+            .expect("valid");
+        }
+        let odd = hub.recent(10, |u| &*u.topics[0] == "/odd");
+        assert_eq!(ids(&odd), ["3", "5"]);
+        assert_eq!(ids(&hub.recent(1, |_| true)), ["5"]);
+    }
+}

@@ -1,0 +1,192 @@
+//! The update: what a publisher sends and every matching subscriber receives.
+//!
+//! Used by the hub and by every broker alike, so it sits below both. An update is encoded
+//! to its SSE bytes once, when it is accepted; each subscriber's stream then shares those
+//! bytes (`Bytes` is reference-counted), so delivering to N subscribers costs no encoding
+//! and no copy of the payload.
+
+use std::{cmp::Ordering, fmt, sync::Arc};
+
+use bytes::Bytes;
+
+use crate::sse::{EventBuilder, FieldValue};
+
+/// Where an update sits in the hub's log: updates are delivered and replayed in this order.
+///
+/// In memory it counts up from 1; with Redis it is the stream entry id (milliseconds and a
+/// sequence number), the same on every instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl Position {
+    /// The position before every update.
+    pub const ZERO: Self = Self { major: 0, minor: 0 };
+
+    /// An in-memory position.
+    pub const fn seq(n: u64) -> Self {
+        Self { major: 0, minor: n }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.major, self.minor)
+    }
+}
+
+/// An update as a publisher describes it, checked but not yet accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUpdate {
+    /// The update's id: the publisher's, or one the hub generated.
+    pub id: String,
+    /// The canonical topic first, then alternate topics.
+    pub topics: Vec<String>,
+    /// The payload, any UTF-8 text.
+    pub data: String,
+    /// The SSE event type (`event:`), if set.
+    pub kind: Option<String>,
+    /// The reconnection delay (`retry:`) in milliseconds, if set.
+    pub retry: Option<u64>,
+    /// Whether only subscribers allowed to read one of its topics may receive it.
+    pub private: bool,
+}
+
+/// An accepted update, with its place in the log and its encoded bytes.
+pub struct Update {
+    pub id: Box<str>,
+    pub topics: Box<[Box<str>]>,
+    pub data: Box<str>,
+    pub kind: Option<Box<str>>,
+    pub retry: Option<u64>,
+    pub private: bool,
+    pub position: Position,
+    /// The SSE event, encoded once and shared by every stream that sends it.
+    pub wire: Bytes,
+}
+
+impl fmt::Debug for Update {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Update")
+            .field("id", &self.id)
+            .field("topics", &self.topics)
+            .field("kind", &self.kind)
+            .field("private", &self.private)
+            .field("position", &self.position)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// Why an update cannot be encoded: its id or type would break the SSE framing. Updates are
+/// validated before they get here, so this only guards the invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct EncodeError(#[from] crate::sse::InvalidField);
+
+impl Update {
+    /// Accepts `new` at `position`, encoding its event once.
+    pub fn accept(new: NewUpdate, position: Position) -> Result<Arc<Self>, EncodeError> {
+        let wire = encode(&new)?;
+        Ok(Arc::new(Self {
+            id: new.id.into_boxed_str(),
+            topics: new.topics.into_iter().map(String::into_boxed_str).collect(),
+            data: new.data.into_boxed_str(),
+            kind: new.kind.map(String::into_boxed_str),
+            retry: new.retry,
+            private: new.private,
+            position,
+            wire,
+        }))
+    }
+
+    /// The update as a publisher described it (to store it elsewhere, say).
+    pub fn to_new(&self) -> NewUpdate {
+        NewUpdate {
+            id: self.id.to_string(),
+            topics: self.topics.iter().map(ToString::to_string).collect(),
+            data: self.data.to_string(),
+            kind: self.kind.as_deref().map(str::to_owned),
+            retry: self.retry,
+            private: self.private,
+        }
+    }
+}
+
+impl PartialEq for Update {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position && self.id == other.id
+    }
+}
+
+impl PartialOrd for Update {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.position.cmp(&other.position))
+    }
+}
+
+fn encode(new: &NewUpdate) -> Result<Bytes, EncodeError> {
+    let mut event = EventBuilder::new().id(FieldValue::new(&new.id, "id")?);
+    if let Some(kind) = &new.kind {
+        event = event.name(FieldValue::new(kind, "type")?);
+    }
+    if let Some(retry) = new.retry {
+        event = event.retry(std::time::Duration::from_millis(retry));
+    }
+    Ok(event.data(&new.data).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(id: &str, data: &str) -> NewUpdate {
+        NewUpdate {
+            id: id.into(),
+            topics: vec!["https://example.com/a".into()],
+            data: data.into(),
+            kind: None,
+            retry: None,
+            private: false,
+        }
+    }
+
+    #[test]
+    fn encodes_once_with_every_field() {
+        let mut update = new("urn:uuid:1", "line 1\n\nline 3");
+        update.kind = Some("price".into());
+        update.retry = Some(2500);
+        let accepted = Update::accept(update, Position::seq(7)).expect("valid");
+        assert_eq!(
+            accepted.wire,
+            "event: price\nid: urn:uuid:1\nretry: 2500\ndata: line 1\ndata: \ndata: line 3\n\n"
+        );
+        assert_eq!(accepted.position, Position::seq(7));
+    }
+
+    #[test]
+    fn refuses_what_would_break_the_framing() {
+        assert!(Update::accept(new("a\nid: b", "x"), Position::seq(1)).is_err());
+        let mut update = new("a", "x");
+        update.kind = Some("x\r\nevent: y".into());
+        assert!(Update::accept(update, Position::seq(1)).is_err());
+    }
+
+    #[test]
+    fn positions_order_by_major_then_minor() {
+        let a = Position { major: 1, minor: 9 };
+        let b = Position { major: 2, minor: 0 };
+        assert!(a < b);
+        assert!(Position::seq(3) < Position::seq(4));
+        assert_eq!(Position { major: 5, minor: 1 }.to_string(), "5-1");
+    }
+
+    #[test]
+    fn round_trips_to_a_new_update() {
+        let original = new("id-1", "payload");
+        let accepted = Update::accept(original.clone(), Position::seq(1)).expect("valid");
+        assert_eq!(accepted.to_new(), original);
+    }
+}

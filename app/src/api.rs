@@ -1,6 +1,9 @@
 //! Server functions and the types they carry between server and browser.
 
-use leptos::prelude::*;
+use leptos::{
+    prelude::*,
+    server_fn::{codec::JsonEncoding, error::ServerFnErrorErr},
+};
 use serde::{Deserialize, Serialize};
 
 /// How the server runs `/stream`, so the page can show progress and the reconnect delay.
@@ -24,6 +27,207 @@ pub async fn get_counter_settings() -> Result<CounterSettings, ServerFnError> {
         .ok_or_else(|| ServerFnError::new("the server did not provide its counter settings"))
 }
 
+/// Why a topic request failed, in words for the reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TopicError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("You are sending messages too fast. Try again in {0} s.")]
+    TooFast(u32),
+    #[error("Join as a member to send members-only messages.")]
+    NotMember,
+    #[error("The message could not be sent: {0}")]
+    Unavailable(String),
+    #[error("The server could not be reached: {0}")]
+    Transport(String),
+}
+
+impl FromServerFnError for TopicError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(error: ServerFnErrorErr) -> Self {
+        Self::Transport(error.to_string())
+    }
+}
+
+/// The longest message the composer accepts, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+/// How many messages a topic page shows at most.
+pub const TOPIC_PAGE_MESSAGES: usize = 200;
+
+/// One message of a topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicMessage {
+    pub id: String,
+    pub text: String,
+    /// When the hub accepted it, in milliseconds since the epoch.
+    pub time_ms: f64,
+    pub members_only: bool,
+}
+
+/// What a topic page renders before it subscribes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicSnapshot {
+    pub topic: String,
+    pub messages: Vec<TopicMessage>,
+    /// Older messages the hub holds that are not in `messages`.
+    pub older: u32,
+    /// Subscriber ids watching the topic.
+    pub watchers: Vec<String>,
+    /// The hub's cursor when the snapshot was taken: the page subscribes from here.
+    pub cursor: String,
+    /// Whether this reader sees members-only messages.
+    pub member: bool,
+}
+
+/// A topic in the list of topics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub messages: u32,
+    pub watchers: u32,
+}
+
+/// The topic IRI of the topic named `name`.
+pub fn topic_iri(name: &str) -> String {
+    format!("/topics/{name}")
+}
+
+/// Checks a topic name: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != "..";
+    if valid {
+        Ok(())
+    } else {
+        Err(TopicError::Invalid(
+            "A topic name has 1 to 64 letters, digits, dashes, dots or underscores.".into(),
+        ))
+    }
+}
+
+/// Checks a message: not blank, at most [`MAX_MESSAGE_CHARS`] characters.
+pub fn check_message(text: &str) -> Result<(), TopicError> {
+    if text.trim().is_empty() {
+        return Err(TopicError::Invalid("Write a message first.".into()));
+    }
+    let length = text.chars().count();
+    if length > MAX_MESSAGE_CHARS {
+        return Err(TopicError::Invalid(format!(
+            "Messages are limited to {MAX_MESSAGE_CHARS} characters; this one has {length}."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+fn backend() -> Result<crate::backend::SharedBackend, TopicError> {
+    use_context::<crate::backend::SharedBackend>()
+        .ok_or_else(|| TopicError::Unavailable("the server did not provide its hub".into()))
+}
+
+#[cfg(feature = "ssr")]
+async fn request_headers() -> Result<http::HeaderMap, TopicError> {
+    leptos_axum::extract::<http::HeaderMap>()
+        .await
+        .map_err(|error| TopicError::Unavailable(error.to_string()))
+}
+
+#[cfg(feature = "ssr")]
+fn set_cookie(value: &str) {
+    if let (Some(response), Ok(value)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::HeaderValue::from_str(value),
+    ) {
+        response.append_header(http::header::SET_COOKIE, value);
+    }
+}
+
+/// The recent messages and watchers of a topic, and a fresh hub token for the page.
+#[server(endpoint = "topic_snapshot")]
+pub async fn get_topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
+    check_topic_name(&name)?;
+    let backend = backend()?;
+    let headers = request_headers().await?;
+    let member = backend.is_member(&headers);
+    set_cookie(
+        &backend
+            .token_cookie(&headers, member)
+            .map_err(TopicError::Unavailable)?,
+    );
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        // Discovery: where the hub is, and which topic this page is about.
+        let topic = topic_iri(&name);
+        for link in [
+            "</.well-known/mercure>; rel=\"mercure\"".to_owned(),
+            format!("<{topic}>; rel=\"self\""),
+        ] {
+            if let Ok(value) = http::HeaderValue::from_str(&link) {
+                response.append_header(http::header::LINK, value);
+            }
+        }
+    }
+    let view = backend.snapshot(&topic_iri(&name), TOPIC_PAGE_MESSAGES, member);
+    Ok(TopicSnapshot {
+        topic: name,
+        messages: view.messages,
+        older: view.older,
+        watchers: view.watchers,
+        cursor: view.cursor,
+        member,
+    })
+}
+
+/// Topics with recent activity.
+#[server(endpoint = "topics")]
+pub async fn list_topics() -> Result<Vec<TopicSummary>, TopicError> {
+    Ok(backend()?.topics(50))
+}
+
+/// Sends a message to a topic from the composer.
+#[server(endpoint = "post_message")]
+pub async fn post_message(
+    topic: String,
+    text: String,
+    members_only: Option<String>,
+) -> Result<String, TopicError> {
+    use std::net::SocketAddr;
+
+    check_topic_name(&topic)?;
+    check_message(&text)?;
+    let backend = backend()?;
+    let members_only = members_only.is_some();
+    if members_only && !backend.is_member(&request_headers().await?) {
+        return Err(TopicError::NotMember);
+    }
+    let client = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
+        .await
+        .map(|info| info.0.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    backend.check_rate(client).map_err(TopicError::TooFast)?;
+    backend
+        .publish(topic_iri(&topic), text, members_only)
+        .await
+        .map_err(TopicError::Unavailable)
+}
+
+/// Joins (or leaves) the members, who see members-only messages: replaces the hub token.
+#[server(endpoint = "membership")]
+pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
+    let backend = backend()?;
+    let headers = request_headers().await?;
+    set_cookie(
+        &backend
+            .token_cookie(&headers, member)
+            .map_err(TopicError::Unavailable)?,
+    );
+    Ok(member)
+}
+
 /// Makes the server answer the page being rendered with `404 Not Found`.
 #[cfg(feature = "ssr")]
 pub fn set_not_found_status() {
@@ -35,3 +239,36 @@ pub fn set_not_found_status() {
 /// In the browser the status was already sent with the page: nothing to do.
 #[cfg(not(feature = "ssr"))]
 pub fn set_not_found_status() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_short_slugs() {
+        for good in ["general", "a", "rust-lang", "v1.2_beta", &"x".repeat(64)] {
+            assert!(check_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            "ü",
+            &"x".repeat(65),
+            "<script>",
+        ] {
+            assert!(check_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_are_checked_for_length_and_content() {
+        assert!(check_message("hello").is_ok());
+        assert!(check_message("é".repeat(MAX_MESSAGE_CHARS).as_str()).is_ok());
+        assert!(check_message("   \n").is_err());
+        let error = check_message(&"x".repeat(MAX_MESSAGE_CHARS + 1)).expect_err("too long");
+        assert!(error.to_string().contains("1001"));
+    }
+}

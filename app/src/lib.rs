@@ -4,6 +4,8 @@
 //! `hydrate`); browser-only work lives in [`live::event_source`].
 
 pub mod api;
+#[cfg(feature = "ssr")]
+pub mod backend;
 pub mod components;
 pub mod live;
 pub mod pages;
@@ -12,7 +14,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    SsrMode, StaticSegment,
+    ParamSegment, SsrMode, StaticSegment,
 };
 
 /// The HTML document around [`App`]; only the server renders it.
@@ -53,6 +55,7 @@ pub fn App() -> impl IntoView {
                 </A>
                 <nav aria-label="Main">
                     <A href="/">"Counter"</A>
+                    <A href="/topics">"Topics"</A>
                     <A href="/about">"About"</A>
                 </nav>
             </header>
@@ -60,6 +63,12 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::not_found::NotFound>
                     <Route path=StaticSegment("") view=pages::counter::CounterPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("about") view=pages::about::AboutPage/>
+                    <Route path=StaticSegment("topics") view=pages::topics::TopicsPage/>
+                    <Route
+                        path=(StaticSegment("topics"), ParamSegment("name"))
+                        view=pages::topic::TopicPage
+                        ssr=SsrMode::Async
+                    />
                 </Routes>
             </main>
             <footer class="site-footer">

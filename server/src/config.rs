@@ -132,6 +132,48 @@ pub struct Config {
     /// Log format: human-readable `text`, or `json` for log collectors.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Instead of serving, do this and exit.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Things the binary does besides serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print an access token for this hub, signed with the configured key (HS* secrets
+    /// only), for local use: `server --publisher-jwt-key … token --publish '*'`.
+    Token(TokenArgs),
+}
+
+/// What a minted token allows.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// Topic selectors it may publish to (`*`, a topic, or `urlpattern:<pattern>`);
+    /// makes a publisher token.
+    #[arg(long)]
+    pub publish: Vec<String>,
+
+    /// Topic selectors whose private updates it may read; makes a subscriber token when
+    /// `--publish` is not given.
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+
+    /// The `aud` claim. Default: the resource identifier, else `http://<addr>/.well-known/mercure`.
+    #[arg(long)]
+    pub audience: Option<String>,
+
+    /// How long the token is valid, like `1h` or `30d`.
+    #[arg(long, default_value = "1h", value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(366 * 86_400)))]
+    pub lifetime: Duration,
+
+    /// JSON payload attached to its subscriptions.
+    #[arg(long, value_parser = parse_json)]
+    pub payload: Option<serde_json::Value>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not valid JSON: {error}"))
 }
 
 /// The hub's settings; the environment variables carry the reference hub's names.

@@ -11,6 +11,7 @@ pub mod shutdown;
 pub mod sse;
 pub mod telemetry;
 pub mod tls;
+pub mod topics;
 pub mod update;
 
 use std::{sync::Arc, time::Duration};
@@ -114,13 +115,20 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// content type), so no layer here ever holds an event back.
 pub fn app(state: AppState) -> Router {
     let page_settings = state.page_counter_settings();
-    let context = move || provide_context(page_settings);
+    let backend: app::backend::SharedBackend = Arc::new(topics::HubBackend(Arc::clone(&state.hub)));
+    let context = move || {
+        provide_context(page_settings);
+        provide_context(Arc::clone(&backend));
+    };
     let leptos = state.leptos.clone();
     let pages = Router::new()
         .route("/metrics", get(metrics::handler))
-        .leptos_routes_with_context(&state, generate_route_list(App), context, move || {
-            shell(leptos.clone())
-        })
+        .leptos_routes_with_context(
+            &state,
+            generate_route_list(App),
+            context.clone(),
+            move || shell(leptos.clone()),
+        )
         .fallback(file_and_error_handler_with_context::<AppState, _>(
             context, shell,
         ))
@@ -156,6 +164,8 @@ pub enum StartError {
     },
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot make a token: {0}")]
+    Token(String),
 }
 
 impl ServeOptions {
@@ -197,5 +207,54 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(StartError::Serve)?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the token `args` asks for (the `token` subcommand).
+pub fn print_token(config: &Config, args: &config::TokenArgs) -> Result<(), StartError> {
+    let auth = hub::auth_settings(&config.hub, config.tls_cert.is_some())?;
+    let role = if args.publish.is_empty() {
+        hub::auth::Role::Subscriber
+    } else {
+        hub::auth::Role::Publisher
+    };
+    let configured = match role {
+        hub::auth::Role::Publisher => config.hub.publisher_jwt_key.is_some(),
+        hub::auth::Role::Subscriber => config.hub.subscriber_jwt_key.is_some(),
+    };
+    if !configured {
+        return Err(StartError::Token(format!(
+            "no {} key is configured (MERCURE_{}_JWT_KEY), so no server would accept the token",
+            if role == hub::auth::Role::Publisher {
+                "publisher"
+            } else {
+                "subscriber"
+            },
+            if role == hub::auth::Role::Publisher {
+                "PUBLISHER"
+            } else {
+                "SUBSCRIBER"
+            },
+        )));
+    }
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let audience = args
+        .audience
+        .clone()
+        .or_else(|| config.hub.resource_identifier.clone())
+        .unwrap_or_else(|| format!("{scheme}://{}{}", config.addr, hub::HUB_PATH));
+    let request = hub::auth::TokenRequest {
+        publish: args.publish.clone(),
+        subscribe: args.subscribe.clone(),
+        payload: args.payload.clone(),
+        lifetime: args.lifetime.as_secs(),
+    };
+    let token = hub::auth::mint(&request, role, &audience, &auth)
+        .map_err(|error| StartError::Token(error.to_string()))?;
+    println!("{token}");
     Ok(())
 }

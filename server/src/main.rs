@@ -4,11 +4,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use server::config::Config;
+use server::config::{Command, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match server::run(Config::parse()).await {
+    let config = Config::parse();
+    let outcome = match &config.command {
+        Some(Command::Token(args)) => server::print_token(&config, args),
+        None => server::run(config).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "stopped");

@@ -63,6 +63,8 @@ pub struct Update {
     pub retry: Option<u64>,
     pub private: bool,
     pub position: Position,
+    /// When the update was accepted, in milliseconds since the epoch (not sent on the wire).
+    pub accepted_ms: u64,
     /// The SSE event, encoded once and shared by every stream that sends it.
     pub wire: Bytes,
 }
@@ -87,9 +89,19 @@ impl fmt::Debug for Update {
 pub struct EncodeError(#[from] crate::sse::InvalidField);
 
 impl Update {
-    /// Accepts `new` at `position`, encoding its event once.
+    /// Accepts `new` at `position`, encoding its event once. Positions from a broker carry
+    /// their time (`major` is in milliseconds); in-memory ones are stamped now.
     pub fn accept(new: NewUpdate, position: Position) -> Result<Arc<Self>, EncodeError> {
         let wire = encode(&new)?;
+        let accepted_ms = if position.major > 0 {
+            position.major
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                })
+        };
         Ok(Arc::new(Self {
             id: new.id.into_boxed_str(),
             topics: new.topics.into_iter().map(String::into_boxed_str).collect(),
@@ -98,6 +110,7 @@ impl Update {
             retry: new.retry,
             private: new.private,
             position,
+            accepted_ms,
             wire,
         }))
     }

@@ -925,3 +925,53 @@ async fn modern_mode_refuses_0x_clients() {
     let response = subscribe_request(&server, &[("topic", "/t")], None, None).await;
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn the_token_command_mints_tokens_the_hub_accepts() {
+    let server = start(&[]).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args([
+            "--publisher-jwt-key",
+            PUBLISHER_KEY,
+            "--trusted-issuers",
+            ISSUER,
+            "token",
+            "--publish",
+            "urlpattern:/minted/:name",
+            "--audience",
+            &audience(&server),
+        ])
+        .output()
+        .await
+        .expect("run the token command");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert_eq!(
+        publish(&server, &token, &[("topic", "/minted/a")])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        publish(&server, &token, &[("topic", "/other")])
+            .await
+            .status(),
+        403
+    );
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["token", "--publish", "*"])
+        .env_remove("MERCURE_PUBLISHER_JWT_KEY")
+        .output()
+        .await
+        .expect("run the token command");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no publisher key is configured"));
+}

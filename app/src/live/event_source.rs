@@ -34,30 +34,39 @@ pub enum Flow {
 
 /// Subscribes to `url` in the browser and calls `on_event` for each event named in `events`.
 ///
-/// `retry_ms` is the reconnect delay the server asked for with `retry:`, which the browser
-/// does not expose; it is only used to tell the reader how long a reconnect will take.
+/// When `url` changes the connection is replaced; `None` closes it. `retry_ms` is the
+/// reconnect delay the server asked for with `retry:`, which the browser does not expose;
+/// it is only used to tell the reader how long a reconnect will take.
 #[cfg(feature = "hydrate")]
 pub fn use_event_source(
-    url: String,
+    url: Signal<Option<String>>,
     events: &'static [&'static str],
     retry_ms: u32,
     on_event: impl Fn(SseMessage) -> Flow + 'static,
 ) -> ReadSignal<ConnectionState> {
     let (state, set_state) = signal(ConnectionState::Connecting);
-    match browser::Connection::open(&url, events, retry_ms, on_event, set_state) {
-        Ok(connection) => {
-            let connection = send_wrapper::SendWrapper::new(connection);
-            on_cleanup(move || drop(connection));
+    let on_event: std::rc::Rc<dyn Fn(SseMessage) -> Flow> = std::rc::Rc::new(on_event);
+    let connection = StoredValue::new_local(None::<browser::Connection>);
+    Effect::new(move |_| {
+        let url = url.get();
+        // Dropping the old connection closes it before the new one opens.
+        connection.set_value(None);
+        if let Some(url) = url {
+            set_state.set(ConnectionState::Connecting);
+            match browser::Connection::open(&url, events, retry_ms, on_event.clone(), set_state) {
+                Ok(open) => connection.set_value(Some(open)),
+                Err(_) => set_state.set(ConnectionState::Failed),
+            }
         }
-        Err(_) => set_state.set(ConnectionState::Failed),
-    }
+    });
+    on_cleanup(move || connection.set_value(None));
     state
 }
 
 /// Off the browser nothing connects: the page renders in its "connecting" state.
 #[cfg(not(feature = "hydrate"))]
 pub fn use_event_source(
-    url: String,
+    url: Signal<Option<String>>,
     events: &'static [&'static str],
     retry_ms: u32,
     on_event: impl Fn(SseMessage) -> Flow + 'static,
@@ -92,11 +101,10 @@ mod browser {
             url: &str,
             events: &'static [&'static str],
             retry_ms: u32,
-            on_event: impl Fn(SseMessage) -> Flow + 'static,
+            on_event: Rc<dyn Fn(SseMessage) -> Flow>,
             set_state: WriteSignal<ConnectionState>,
         ) -> Result<Self, JsValue> {
             let source = EventSource::new(url)?;
-            let on_event = Rc::new(on_event);
 
             let on_events = events
                 .iter()

@@ -72,7 +72,7 @@ pub fn format_delay(ms: u32) -> String {
 }
 
 /// One entry of a feed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FeedItem {
     /// The position of the item in this feed, unique and increasing: the list's key.
     pub seq: u64,
@@ -82,6 +82,30 @@ pub struct FeedItem {
     pub text: String,
     /// Whether this item marks the end of the stream.
     pub is_end: bool,
+    /// When the server accepted it (milliseconds since the epoch), if known.
+    pub time_ms: Option<f64>,
+    /// Whether only members could read it.
+    pub members_only: bool,
+}
+
+/// A message to add to a feed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewItem {
+    pub id: Option<String>,
+    pub text: String,
+    pub time_ms: Option<f64>,
+    pub members_only: bool,
+}
+
+impl NewItem {
+    /// A message with an id and text only.
+    pub fn text(id: Option<String>, text: String) -> Self {
+        Self {
+            id,
+            text,
+            ..Self::default()
+        }
+    }
 }
 
 /// A capped list of received events: the newest `capacity` are kept, older ones are only
@@ -111,15 +135,26 @@ impl Feed {
 
     /// Appends a message; returns `false` and changes nothing when its id was seen before.
     pub fn push(&mut self, id: Option<String>, text: String) -> bool {
-        self.insert(id, text, false)
+        self.insert(NewItem::text(id, text), false)
+    }
+
+    /// Appends a message with all its details; `false` when its id was seen before.
+    pub fn push_item(&mut self, item: NewItem) -> bool {
+        self.insert(item, false)
     }
 
     /// Appends the end-of-stream marker.
     pub fn push_end(&mut self, text: String) -> bool {
-        self.insert(None, text, true)
+        self.insert(NewItem::text(None, text), true)
     }
 
-    fn insert(&mut self, id: Option<String>, text: String, is_end: bool) -> bool {
+    fn insert(&mut self, item: NewItem, is_end: bool) -> bool {
+        let NewItem {
+            id,
+            text,
+            time_ms,
+            members_only,
+        } = item;
         if let Some(id) = &id {
             if !self.ids.insert(id.clone()) {
                 return false;
@@ -131,6 +166,8 @@ impl Feed {
             id,
             text,
             is_end,
+            time_ms,
+            members_only,
         });
         self.next_seq += 1;
         while self.items.len() > self.capacity {
@@ -142,6 +179,11 @@ impl Feed {
             }
         }
         true
+    }
+
+    /// Counts `n` older items that were never shown (the server left them out).
+    pub fn count_evicted(&mut self, n: u64) {
+        self.evicted += n;
     }
 
     /// The kept items, oldest first.

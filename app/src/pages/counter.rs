@@ -36,6 +36,20 @@ pub fn CounterPage() -> impl IntoView {
                 })}
             </Suspense>
         </section>
+        <section class="card card-secondary">
+            <h2>"Broadcast topics"</h2>
+            <p class="lede">
+                "The counter is one stream for one page. Topics are shared: every page watching a "
+                "topic receives each message the moment anyone sends it."
+            </p>
+            <ul class="topic-list topic-list-inline">
+                {crate::pages::topics::SUGGESTED
+                    .iter()
+                    .map(|name| view! { <li><a href=format!("/topics/{name}")>{format!("#{name}")}</a></li> })
+                    .collect_view()}
+                <li><a href="/topics">"All topics →"</a></li>
+            </ul>
+        </section>
     }
 }
 
@@ -46,7 +60,7 @@ fn CounterFeed(settings: CounterSettings) -> impl IntoView {
         (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize
     ));
     let state = use_event_source(
-        "/stream".to_owned(),
+        Signal::stored(Some("/stream".to_owned())),
         &["new_message", "end_event"],
         settings.retry_ms,
         move |message| {

@@ -80,34 +80,7 @@ impl HubService {
         tls: bool,
         metrics: Arc<StreamMetrics>,
     ) -> Result<Self, HubConfigError> {
-        let publisher = key(
-            args.publisher_jwt_key.as_deref(),
-            &args.publisher_jwt_alg,
-            "publisher",
-        )
-        .map_err(HubConfigError::PublisherKey)?;
-        let subscriber = key(
-            args.subscriber_jwt_key.as_deref(),
-            &args.subscriber_jwt_alg,
-            "subscriber",
-        )
-        .map_err(HubConfigError::SubscriberKey)?;
-        let trusted_issuers: Vec<String> = args
-            .trusted_issuers
-            .iter()
-            .flat_map(|item| item.split_whitespace())
-            .map(str::to_owned)
-            .collect();
-        if trusted_issuers.is_empty() {
-            return Err(HubConfigError::NoIssuer);
-        }
-        if let Some(identifier) = &args.resource_identifier {
-            let valid = Url::parse(identifier)
-                .is_ok_and(|url| url.fragment().is_none() && !url.cannot_be_a_base());
-            if !valid {
-                return Err(HubConfigError::ResourceIdentifier(identifier.clone()));
-            }
-        }
+        let auth = auth_settings(args, tls)?;
         let cors_origins: Vec<String> = args
             .cors_origins
             .iter()
@@ -137,22 +110,7 @@ impl HubService {
         Ok(Self {
             broker: Broker::Memory(Arc::clone(&hub)),
             hub,
-            auth: AuthSettings {
-                publisher,
-                subscriber,
-                trusted_issuers,
-                resource_identifier: args.resource_identifier.clone(),
-                compat: args.protocol_version_compatibility.is_some(),
-                cookie_name: args.cookie_name.clone().unwrap_or_else(|| {
-                    if tls {
-                        "__Secure-mercure_access_token"
-                    } else {
-                        "mercure_access_token"
-                    }
-                    .to_owned()
-                }),
-                anonymous: args.anonymous,
-            },
+            auth,
             limits: RequestLimits {
                 max_update_bytes: args.max_update_bytes as usize,
                 max_topics: args.max_topics as usize,
@@ -204,6 +162,54 @@ impl HubService {
             }
         }
     }
+}
+
+/// The token settings of `args`.
+pub fn auth_settings(args: &HubArgs, tls: bool) -> Result<AuthSettings, HubConfigError> {
+    let publisher = key(
+        args.publisher_jwt_key.as_deref(),
+        &args.publisher_jwt_alg,
+        "publisher",
+    )
+    .map_err(HubConfigError::PublisherKey)?;
+    let subscriber = key(
+        args.subscriber_jwt_key.as_deref(),
+        &args.subscriber_jwt_alg,
+        "subscriber",
+    )
+    .map_err(HubConfigError::SubscriberKey)?;
+    let trusted_issuers: Vec<String> = args
+        .trusted_issuers
+        .iter()
+        .flat_map(|item| item.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    if trusted_issuers.is_empty() {
+        return Err(HubConfigError::NoIssuer);
+    }
+    if let Some(identifier) = &args.resource_identifier {
+        let valid = Url::parse(identifier)
+            .is_ok_and(|url| url.fragment().is_none() && !url.cannot_be_a_base());
+        if !valid {
+            return Err(HubConfigError::ResourceIdentifier(identifier.clone()));
+        }
+    }
+    Ok(AuthSettings {
+        publisher,
+        subscriber,
+        trusted_issuers,
+        resource_identifier: args.resource_identifier.clone(),
+        compat: args.protocol_version_compatibility.is_some(),
+        cookie_name: args.cookie_name.clone().unwrap_or_else(|| {
+            if tls {
+                "__Secure-mercure_access_token"
+            } else {
+                "mercure_access_token"
+            }
+            .to_owned()
+        }),
+        anonymous: args.anonymous,
+    })
 }
 
 /// A new update id: `urn:uuid:` and a time-ordered UUID (v7), which the topic pages also

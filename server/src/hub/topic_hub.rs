@@ -279,9 +279,30 @@ impl TopicHub {
             .map_or_else(|| "earliest".to_owned(), |update| update.id.to_string())
     }
 
+    /// The newest `limit` updates that `accepts` allows (oldest first), how many more older
+    /// ones it allows, and the cursor to resume after them, read together so that nothing
+    /// falls between the snapshot and the cursor.
+    pub fn snapshot(
+        &self,
+        limit: usize,
+        accepts: impl Fn(&Update) -> bool,
+    ) -> (Vec<Arc<Update>>, usize, String) {
+        let log = self.log.lock();
+        let cursor = log
+            .newest()
+            .map_or_else(|| "earliest".to_owned(), |update| update.id.to_string());
+        let total = log.updates.iter().filter(|update| accepts(update)).count();
+        let recent = Self::recent_in(&log, limit, accepts);
+        let older = total - recent.len();
+        (recent, older, cursor)
+    }
+
     /// The newest `limit` updates that `accepts` allows, oldest first.
     pub fn recent(&self, limit: usize, accepts: impl Fn(&Update) -> bool) -> Vec<Arc<Update>> {
-        let log = self.log.lock();
+        Self::recent_in(&self.log.lock(), limit, accepts)
+    }
+
+    fn recent_in(log: &Log, limit: usize, accepts: impl Fn(&Update) -> bool) -> Vec<Arc<Update>> {
         let mut recent: Vec<Arc<Update>> = log
             .updates
             .iter()

@@ -1,0 +1,241 @@
+//! A topic page: its recent messages rendered on the server, then live updates from the hub.
+//!
+//! The page subscribes from the cursor the server read with the snapshot, so a message
+//! published while the page loads arrives exactly once: if it was in the snapshot, the
+//! hub does not send it again; if not, the hub replays it.
+
+use std::collections::BTreeSet;
+
+use leptos::{html, prelude::*};
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+use serde::Deserialize;
+
+use crate::{
+    api::{get_topic_snapshot, topic_iri, SetMembership, TopicSnapshot, TOPIC_PAGE_MESSAGES},
+    components::{Composer, ConnectionStatus, FeedList},
+    live::{
+        time::{now_millis, uuid_v7_millis},
+        use_event_source, Feed, Flow, NewItem,
+    },
+};
+
+/// The reconnect delay the hub leaves to the browser (Chrome waits about 3 s).
+const BROWSER_RETRY_MS: u32 = 3000;
+
+/// `/topics/{name}`.
+#[component]
+pub fn TopicPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.read().get("name").unwrap_or_default();
+    let snapshot = Resource::new(name, get_topic_snapshot);
+    let membership = ServerAction::<SetMembership>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = membership.value().get() {
+            snapshot.refetch();
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <section class="card"><p class="lede">"Loading the topic…"</p></section> }>
+            {move || Suspend::new(async move {
+                match snapshot.await {
+                    Ok(snapshot) => view! { <TopicRoom snapshot membership/> }.into_any(),
+                    Err(error) => {
+                        crate::api::set_not_found_status();
+                        view! {
+                            <Title text="Topic not found"/>
+                            <section class="card">
+                                <h1>"Topic not available"</h1>
+                                <p class="error" role="alert">{error.to_string()}</p>
+                                <p><a href="/topics">"See all topics"</a></p>
+                            </section>
+                        }
+                            .into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// The fields of a subscription event the page reads.
+#[derive(Deserialize)]
+struct PresenceEvent {
+    subscriber: String,
+    active: bool,
+}
+
+#[component]
+fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -> impl IntoView {
+    let TopicSnapshot {
+        topic,
+        messages,
+        older,
+        watchers,
+        cursor,
+        member,
+    } = snapshot;
+    let mut initial = Feed::new(TOPIC_PAGE_MESSAGES);
+    initial.count_evicted(u64::from(older));
+    for message in messages {
+        initial.push_item(NewItem {
+            id: Some(message.id),
+            text: message.text,
+            time_ms: Some(message.time_ms),
+            members_only: message.members_only,
+        });
+    }
+    let feed = RwSignal::new(initial);
+    let watchers = RwSignal::new(watchers.into_iter().collect::<BTreeSet<String>>());
+    let url = subscription_url(&topic, &cursor);
+    let state = use_event_source(
+        Signal::stored(Some(url)),
+        &["message", "members", "mercure"],
+        BROWSER_RETRY_MS,
+        move |event| {
+            if event.event == "mercure" {
+                if let Ok(presence) = serde_json::from_str::<PresenceEvent>(&event.data) {
+                    watchers.update(|set| {
+                        if presence.active {
+                            set.insert(presence.subscriber);
+                        } else {
+                            set.remove(&presence.subscriber);
+                        }
+                    });
+                }
+            } else {
+                let time_ms = uuid_v7_millis(&event.id).unwrap_or_else(now_millis);
+                feed.update(|feed| {
+                    feed.push_item(NewItem {
+                        id: Some(event.id),
+                        text: event.data,
+                        time_ms: Some(time_ms),
+                        members_only: event.event == "members",
+                    });
+                });
+            }
+            Flow::Continue
+        },
+    );
+
+    let scroller = NodeRef::<html::Div>::new();
+    let pinned = RwSignal::new(true);
+    let unseen = RwSignal::new(0u32);
+    let scroll_to_end = move || {
+        if let Some(element) = scroller.get_untracked() {
+            element.set_scroll_top(element.scroll_height());
+        }
+    };
+    Effect::new(move |previous: Option<u64>| {
+        let count = feed.with(Feed::message_count);
+        if pinned.get_untracked() {
+            scroll_to_end();
+        } else if let Some(previous) = previous.filter(|previous| count > *previous) {
+            let arrived = u32::try_from(count - previous).unwrap_or(u32::MAX);
+            unseen.update(|n| *n = n.saturating_add(arrived));
+        }
+        count
+    });
+    let on_scroll = move |_| {
+        if let Some(element) = scroller.get_untracked() {
+            let at_end =
+                element.scroll_height() - element.scroll_top() - element.client_height() < 48;
+            pinned.set(at_end);
+            if at_end {
+                unseen.set(0);
+            }
+        }
+    };
+    let watching = move || match watchers.with(BTreeSet::len) {
+        1 => "1 watching".to_owned(),
+        n => format!("{n} watching"),
+    };
+    let pending = membership.pending();
+    view! {
+        <Title text=format!("#{topic}")/>
+        <section class="card topic">
+            <header class="topic-head">
+                <div>
+                    <p class="eyebrow">"Topic"</p>
+                    <h1>{format!("#{topic}")}</h1>
+                </div>
+                <div class="topic-meta">
+                    <ConnectionStatus state/>
+                    <span class="watchers" data-testid="watchers">{watching}</span>
+                </div>
+            </header>
+            <div class="membership" data-testid="membership">
+                {if member {
+                    view! {
+                        <span>"You are a member: members-only messages are shown."</span>
+                        <button class="link-button" disabled=pending on:click=move |_| { membership.dispatch(SetMembership { member: false }); }>
+                            "Leave"
+                        </button>
+                    }
+                        .into_any()
+                } else {
+                    view! {
+                        <span>"Members-only messages are hidden."</span>
+                        <button class="link-button" disabled=pending on:click=move |_| { membership.dispatch(SetMembership { member: true }); }>
+                            "Join as a member"
+                        </button>
+                    }
+                        .into_any()
+                }}
+            </div>
+            <div class="feed-scroll" node_ref=scroller on:scroll=on_scroll data-testid="feed-scroll">
+                <FeedList feed empty="No messages yet. Say something!"/>
+            </div>
+            <Show when=move || { unseen.get() > 0 }>
+                <button class="jump" on:click=move |_| { scroll_to_end(); pinned.set(true); unseen.set(0); }>
+                    {move || format!("{} new ↓", unseen.get())}
+                </button>
+            </Show>
+            <Composer topic=topic.clone() member=Signal::stored(member)/>
+        </section>
+    }
+}
+
+/// The hub URL a topic page subscribes to: the topic's messages and its subscription
+/// events, from `cursor`.
+pub fn subscription_url(topic: &str, cursor: &str) -> String {
+    let iri = topic_iri(topic);
+    let presence = format!(
+        "/.well-known/mercure/subscriptions/exact/{}/:subscriber",
+        encode_component(&iri)
+    );
+    format!(
+        "/.well-known/mercure?match={}&match_urlpattern={}&last_event_id={}",
+        encode_component(&iri),
+        encode_component(&presence),
+        encode_component(cursor)
+    )
+}
+
+/// Percent-encodes everything but `A-Z a-z 0-9 - _ . ~`.
+fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribes_to_messages_and_presence_from_the_cursor() {
+        assert_eq!(
+            subscription_url("general", "urn:uuid:1"),
+            "/.well-known/mercure?match=%2Ftopics%2Fgeneral\
+             &match_urlpattern=%2F.well-known%2Fmercure%2Fsubscriptions%2Fexact%2F%252Ftopics%252Fgeneral%2F%3Asubscriber\
+             &last_event_id=urn%3Auuid%3A1"
+        );
+    }
+}

@@ -1,0 +1,786 @@
+//! The command line, and the checks that turn it into a [`Plan`] before anything runs.
+//!
+//! Every run is bounded (duration, connection count, rates), every URL is checked to be on
+//! this machine ([`crate::target`]), and contradictory flags are refused with a message
+//! naming them, so that a mistyped command fails at once instead of measuring nonsense.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    http1,
+    jwt::{self, Action, MercureClaims},
+    protocol::{Tracking, WorkerSpec},
+    publisher::{Api, PublishPlan},
+    sse::DEFAULT_MAX_EVENT_BYTES,
+    target::{expand_topic, Target, TargetError},
+};
+
+/// Most connections one run may open.
+pub const MAX_CONNECTIONS: usize = 200_000;
+/// Most connections one worker process holds (the open-file limit is 20 000 per process).
+pub const MAX_CONNS_PER_WORKER: usize = 19_000;
+/// Longest run.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Highest connection or publish rate, per second.
+pub const MAX_RATE: f64 = 100_000.0;
+/// Lowest connection or publish rate, per second (one an hour is slower than any run).
+pub const MIN_RATE: f64 = 0.001;
+/// Largest payload.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Most connections to an IPv6 target (one source address, one ephemeral port range).
+pub const MAX_IPV6_CONNECTIONS: usize = 25_000;
+
+const AFTER_HELP: &str = "\
+Targets must be on this machine: 127.0.0.0/8, [::1] or localhost.
+In URLs, {topic} is replaced by the percent-encoded --topic.
+
+Publish APIs (--api) and the requests loadgen sends to --publish-url:
+  mercure    POST, Content-Type: application/x-www-form-urlencoded,
+             body topic=<topic>&data=<payload>&id=<unique id>,
+             Authorization: Bearer <HS256 JWT: iss, aud, exp, authorization_details
+             [{type: https://mercure.rocks/authorization-detail, actions: [publish],
+             topics: [{match: *}]}]>. Subscribe with GET <hub>?match={topic}.
+  nchan      POST, Content-Type: application/json, body = payload.
+             Subscribe with GET .../sub?id={topic} (EventSource).
+  starlette  POST, Content-Type: application/json, body = payload, to e.g.
+             /publish?topic={topic}; the app must answer 2xx and send the body
+             unchanged as the data of one event to every GET /subscribe?topic={topic}.
+  none       no publishing; the stream emits events by itself.
+
+The payload is {\"seq\":N,\"t\":<send time, ns since the Unix epoch>,\"pad\":\"xx…\"},
+padded to --payload-size bytes; it must arrive verbatim in an event's data (other
+fields around it are fine).
+
+Results: a JSON document to --out (or stdout); a status line every second on stderr.
+Exit status: 0 when the run completed (whatever it measured), 1 for setup errors,
+2 for usage errors.";
+
+/// The `loadgen` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for Server-Sent Events servers on this machine",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// Internal: run as a worker process.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Internal: a worker process, driven over stdin/stdout by the coordinator.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// The flags of a run.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Event-stream URL to subscribe to; `{topic}` is replaced by --topic.
+    #[arg(long, value_name = "URL", required = true)]
+    pub subscribe_url: Option<String>,
+
+    /// Concurrent subscriptions to open.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: usize,
+
+    /// Connections opened per second.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 500.0)]
+    pub ramp_rate: f64,
+
+    /// How long the run lasts from the first connection (publishing stops then), e.g. `30s`.
+    #[arg(short = 'd', long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub duration: Duration,
+
+    /// After publishing stops, how long to wait for deliveries before closing.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub drain: Duration,
+
+    /// Longest wait for a connection and its response head.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+
+    /// Extra header for subscribe requests, `Name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// Publish API, which selects the request shape and auth.
+    #[arg(long, value_enum, default_value_t = Api::None)]
+    pub api: Api,
+
+    /// Where to publish; `{topic}` is replaced by --topic.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
+
+    /// The topic or channel.
+    #[arg(long, default_value = "loadgen")]
+    pub topic: String,
+
+    /// Updates published per second.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    pub publish_rate: f64,
+
+    /// Start publishing only once every connection has been opened (or failed).
+    #[arg(long)]
+    pub publish_after_ramp: bool,
+
+    /// Payload size in bytes (at least the stamp itself).
+    #[arg(long, default_value_t = 128)]
+    pub payload_size: usize,
+
+    /// Publish requests in flight at most.
+    #[arg(long, default_value_t = 8)]
+    pub publish_concurrency: usize,
+
+    /// Longest wait for a publish response.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub publish_timeout: Duration,
+
+    /// Extra header for publish requests, `Name: value` (repeatable).
+    #[arg(long = "publish-header", value_name = "NAME: VALUE")]
+    pub publish_headers: Vec<String>,
+
+    /// Mercure: HS256 key for the JWT.
+    #[arg(
+        long,
+        env = "LOADGEN_JWT_KEY",
+        default_value = jwt::DEFAULT_KEY,
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub jwt_key: String,
+
+    /// Mercure: the JWT's `iss`.
+    #[arg(long, default_value = "https://localhost")]
+    pub jwt_issuer: String,
+
+    /// Mercure: the JWT's `aud` [default: the publish URL without its query].
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+
+    /// Mercure: also send a subscriber JWT on subscribe requests.
+    #[arg(long)]
+    pub subscriber_jwt: bool,
+
+    /// Mercure: HS256 key for the subscriber JWT [default: --jwt-key].
+    #[arg(long, env = "LOADGEN_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// Check that event ids count 1, 2, 3, … on every connection (the counter stream).
+    #[arg(long)]
+    pub expect_sequential_ids: bool,
+
+    /// Server process to sample for memory and CPU (repeatable; summed).
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
+
+    /// Write the JSON results here instead of stdout.
+    #[arg(short, long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// No status line.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Connections per worker process.
+    #[arg(long, default_value_t = MAX_CONNS_PER_WORKER)]
+    pub conns_per_worker: usize,
+
+    /// Source addresses to spread connections over [default: one per 25 000].
+    #[arg(long, value_name = "N")]
+    pub source_addrs: Option<usize>,
+
+    /// Run workers as threads of this process (one process's file limit applies).
+    #[arg(long)]
+    pub in_process: bool,
+
+    /// Longest event-stream line or event accepted, bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+}
+
+/// Why a command line cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL is not usable.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A value is out of range.
+    #[error("--{flag} must be {rule} (got {got})")]
+    Range {
+        /// The flag.
+        flag: &'static str,
+        /// The allowed range.
+        rule: String,
+        /// The value given.
+        got: String,
+    },
+    /// Flags that do not go together, or one that needs another.
+    #[error("{0}")]
+    Conflict(String),
+    /// A header is not `Name: value` with a token name and a printable ASCII value.
+    #[error("bad header {0:?}: expected `Name: value` in printable ASCII")]
+    Header(String),
+    /// The JWT could not be minted.
+    #[error(transparent)]
+    Jwt(#[from] jwt::JwtError),
+}
+
+/// A checked run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where to subscribe.
+    pub subscribe: Target,
+    /// Extra subscribe headers.
+    pub subscribe_headers: Vec<(String, String)>,
+    /// Connections in the run.
+    pub connections: usize,
+    /// Connections per second.
+    pub ramp_rate: f64,
+    /// From the first connection to the end of publishing.
+    pub duration: Duration,
+    /// Wait for deliveries after publishing.
+    pub drain: Duration,
+    /// Longest wait for a connection and its head.
+    pub connect_timeout: Duration,
+    /// Connections per worker.
+    pub conns_per_worker: usize,
+    /// Source addresses.
+    pub source_addrs: Vec<IpAddr>,
+    /// What connections check.
+    pub tracking: Tracking,
+    /// Longest line or event.
+    pub max_event_bytes: usize,
+    /// Publishing, if any.
+    pub publish: Option<PublishPlan>,
+    /// Publish only after the ramp.
+    pub publish_after_ramp: bool,
+    /// Server processes to sample.
+    pub server_pids: Vec<u32>,
+    /// Where the JSON goes.
+    pub out: Option<PathBuf>,
+    /// No status line.
+    pub quiet: bool,
+    /// Workers as threads.
+    pub in_process: bool,
+    /// Stop early on Ctrl-C (the command line) rather than dying.
+    pub handle_ctrl_c: bool,
+}
+
+/// The parameters of a run as the results record them (secrets left out).
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    /// Subscribe URL.
+    pub subscribe_url: String,
+    /// Names of extra subscribe headers.
+    pub subscribe_header_names: Vec<String>,
+    /// Connections.
+    pub connections: usize,
+    /// Connections per second.
+    pub ramp_rate: f64,
+    /// Seconds.
+    pub duration_s: f64,
+    /// Seconds.
+    pub drain_s: f64,
+    /// Seconds.
+    pub connect_timeout_s: f64,
+    /// Connections per worker.
+    pub conns_per_worker: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Workers were threads.
+    pub in_process: bool,
+    /// Source addresses.
+    pub source_addrs: Vec<IpAddr>,
+    /// What was checked.
+    pub tracking: Tracking,
+    /// Bytes.
+    pub max_event_bytes: usize,
+    /// Publish API.
+    pub api: Api,
+    /// Publish URL.
+    pub publish_url: Option<String>,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Updates per second.
+    pub publish_rate: Option<f64>,
+    /// Bytes.
+    pub payload_size: Option<usize>,
+    /// Requests in flight.
+    pub publish_concurrency: Option<usize>,
+    /// Seconds.
+    pub publish_timeout_s: Option<f64>,
+    /// Publishing waited for the ramp.
+    pub publish_after_ramp: bool,
+    /// Names of extra publish headers.
+    pub publish_header_names: Vec<String>,
+    /// Sampled server processes.
+    pub server_pids: Vec<u32>,
+}
+
+impl RunArgs {
+    /// Checks everything and builds the plan.
+    pub fn into_plan(self) -> Result<Plan, ConfigError> {
+        check_range("connections", self.connections, 1, MAX_CONNECTIONS)?;
+        check_rate("ramp-rate", self.ramp_rate)?;
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            return Err(range(
+                "duration",
+                "more than 0 and at most 1h",
+                humantime::format_duration(self.duration),
+            ));
+        }
+        if self.drain > Duration::from_secs(60) {
+            return Err(range(
+                "drain",
+                "at most 60s",
+                humantime::format_duration(self.drain),
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(120) {
+            return Err(range(
+                "connect-timeout",
+                "more than 0 and at most 120s",
+                humantime::format_duration(self.connect_timeout),
+            ));
+        }
+        check_range(
+            "conns-per-worker",
+            self.conns_per_worker,
+            1,
+            MAX_CONNS_PER_WORKER,
+        )?;
+        check_range("max-event-bytes", self.max_event_bytes, 64, 64 << 20)?;
+        if self.topic.is_empty() {
+            return Err(ConfigError::Conflict("--topic must not be empty".into()));
+        }
+        if self.in_process && self.connections > MAX_CONNS_PER_WORKER {
+            return Err(ConfigError::Conflict(format!(
+                "--in-process holds every connection in one process: at most {MAX_CONNS_PER_WORKER}"
+            )));
+        }
+
+        let subscribe_url = self
+            .subscribe_url
+            .as_deref()
+            .ok_or_else(|| ConfigError::Conflict("--subscribe-url is required".into()))?;
+        let subscribe = Target::parse(&expand_topic(subscribe_url, &self.topic))?;
+        if subscribe.addr.is_ipv6() && self.connections > MAX_IPV6_CONNECTIONS {
+            return Err(ConfigError::Conflict(format!(
+                "an IPv6 target has one source address: at most {MAX_IPV6_CONNECTIONS} connections"
+            )));
+        }
+        if let Some(count) = self.source_addrs {
+            check_range("source-addrs", count, 1, crate::target::MAX_SOURCE_ADDRS)?;
+        }
+        let source_addrs = subscribe.source_addrs(self.connections, self.source_addrs);
+        let mut subscribe_headers = parse_headers(&self.headers)?;
+
+        let tracking = match (self.api, self.expect_sequential_ids) {
+            (Api::None, false) => Tracking::Off,
+            (Api::None, true) => Tracking::SequentialIds,
+            (_, false) => Tracking::Published,
+            (_, true) => {
+                return Err(ConfigError::Conflict(
+                    "--expect-sequential-ids checks streams that number their own events; \
+                     it cannot be combined with --api"
+                        .into(),
+                ))
+            }
+        };
+
+        let publish = match (self.api, &self.publish_url) {
+            (Api::None, None) => {
+                if self.subscriber_jwt || self.publish_after_ramp {
+                    return Err(ConfigError::Conflict(
+                        "--subscriber-jwt and --publish-after-ramp need --api".into(),
+                    ));
+                }
+                None
+            }
+            (Api::None, Some(_)) => {
+                return Err(ConfigError::Conflict(
+                    "--publish-url needs --api mercure, nchan or starlette".into(),
+                ))
+            }
+            (api, None) => {
+                return Err(ConfigError::Conflict(format!(
+                    "--api {} needs --publish-url",
+                    api_name(api)
+                )))
+            }
+            (api, Some(url)) => {
+                check_rate("publish-rate", self.publish_rate)?;
+                check_range("payload-size", self.payload_size, 0, MAX_PAYLOAD)?;
+                check_range("publish-concurrency", self.publish_concurrency, 1, 1024)?;
+                if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(120)
+                {
+                    return Err(range(
+                        "publish-timeout",
+                        "more than 0 and at most 120s",
+                        humantime::format_duration(self.publish_timeout),
+                    ));
+                }
+                let target = Target::parse(&expand_topic(url, &self.topic))?;
+                let mut headers = parse_headers(&self.publish_headers)?;
+                if api == Api::Mercure {
+                    let audience = self.jwt_audience.clone().unwrap_or_else(|| {
+                        target.url.split('?').next().unwrap_or_default().to_owned()
+                    });
+                    let now = crate::payload::unix_nanos() / 1_000_000_000;
+                    let token = |key: &str, action| {
+                        jwt::mint(
+                            key.as_bytes(),
+                            &MercureClaims::new(action, &self.jwt_issuer, &audience, now),
+                        )
+                    };
+                    headers.push((
+                        "Authorization".into(),
+                        format!("Bearer {}", token(&self.jwt_key, Action::Publish)?),
+                    ));
+                    if self.subscriber_jwt {
+                        let key = self.subscriber_jwt_key.as_deref().unwrap_or(&self.jwt_key);
+                        subscribe_headers.push((
+                            "Authorization".into(),
+                            format!("Bearer {}", token(key, Action::Subscribe)?),
+                        ));
+                    }
+                } else if self.subscriber_jwt || self.subscriber_jwt_key.is_some() {
+                    return Err(ConfigError::Conflict(
+                        "--subscriber-jwt needs --api mercure".into(),
+                    ));
+                }
+                Some(PublishPlan {
+                    api,
+                    target,
+                    topic: self.topic.clone(),
+                    rate: self.publish_rate,
+                    payload_size: self.payload_size,
+                    concurrency: self.publish_concurrency,
+                    timeout: self.publish_timeout,
+                    headers,
+                    id_prefix: format!("urn:loadgen:{}:", crate::payload::unix_nanos()),
+                })
+            }
+        };
+
+        Ok(Plan {
+            subscribe,
+            subscribe_headers,
+            connections: self.connections,
+            ramp_rate: self.ramp_rate,
+            duration: self.duration,
+            drain: self.drain,
+            connect_timeout: self.connect_timeout,
+            conns_per_worker: self.conns_per_worker,
+            source_addrs,
+            tracking,
+            max_event_bytes: self.max_event_bytes,
+            publish,
+            publish_after_ramp: self.publish_after_ramp,
+            server_pids: self.server_pids,
+            out: self.out,
+            quiet: self.quiet,
+            in_process: self.in_process,
+            handle_ctrl_c: true,
+        })
+    }
+}
+
+impl Plan {
+    /// How many workers the run uses.
+    pub fn workers(&self) -> usize {
+        self.connections
+            .div_ceil(self.conns_per_worker.max(1))
+            .max(1)
+    }
+
+    /// The spec of every worker.
+    pub fn worker_specs(&self, start_unix_ns: u64, deadline_unix_ns: u64) -> Vec<WorkerSpec> {
+        let mut request = Vec::new();
+        http1::write_get(&mut request, &self.subscribe, &self.subscribe_headers);
+        // Headers were checked to be ASCII, so this is lossless.
+        let request = String::from_utf8_lossy(&request).into_owned();
+        let workers = self.workers();
+        (0..workers)
+            .map(|index| WorkerSpec {
+                index,
+                workers,
+                connections: self.connections,
+                ramp_rate: self.ramp_rate,
+                start_unix_ns,
+                deadline_unix_ns,
+                target: self.subscribe.addr,
+                request: request.clone(),
+                source_addrs: self.source_addrs.clone(),
+                tracking: self.tracking,
+                connect_timeout_ms: u64::try_from(self.connect_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+                max_event_bytes: self.max_event_bytes,
+            })
+            .collect()
+    }
+
+    /// What the results record about the run's parameters.
+    pub fn params(&self) -> Params {
+        let names =
+            |headers: &[(String, String)]| headers.iter().map(|(name, _)| name.clone()).collect();
+        let publish = self.publish.as_ref();
+        Params {
+            subscribe_url: self.subscribe.url.clone(),
+            subscribe_header_names: names(&self.subscribe_headers),
+            connections: self.connections,
+            ramp_rate: self.ramp_rate,
+            duration_s: self.duration.as_secs_f64(),
+            drain_s: self.drain.as_secs_f64(),
+            connect_timeout_s: self.connect_timeout.as_secs_f64(),
+            conns_per_worker: self.conns_per_worker,
+            workers: self.workers(),
+            in_process: self.in_process,
+            source_addrs: self.source_addrs.clone(),
+            tracking: self.tracking,
+            max_event_bytes: self.max_event_bytes,
+            api: publish.map_or(Api::None, |publish| publish.api),
+            publish_url: publish.map(|publish| publish.target.url.clone()),
+            topic: publish.map(|publish| publish.topic.clone()),
+            publish_rate: publish.map(|publish| publish.rate),
+            payload_size: publish.map(|publish| publish.payload_size),
+            publish_concurrency: publish.map(|publish| publish.concurrency),
+            publish_timeout_s: publish.map(|publish| publish.timeout.as_secs_f64()),
+            publish_after_ramp: self.publish_after_ramp,
+            publish_header_names: publish
+                .map(|publish| names(&publish.headers))
+                .unwrap_or_default(),
+            server_pids: self.server_pids.clone(),
+        }
+    }
+}
+
+fn api_name(api: Api) -> &'static str {
+    match api {
+        Api::Mercure => "mercure",
+        Api::Nchan => "nchan",
+        Api::Starlette => "starlette",
+        Api::None => "none",
+    }
+}
+
+fn range(flag: &'static str, rule: &str, got: impl ToString) -> ConfigError {
+    ConfigError::Range {
+        flag,
+        rule: rule.to_owned(),
+        got: got.to_string(),
+    }
+}
+
+fn check_range(
+    flag: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(range(flag, &format!("from {min} to {max}"), value))
+    }
+}
+
+fn check_rate(flag: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && (MIN_RATE..=MAX_RATE).contains(&value) {
+        Ok(())
+    } else {
+        Err(range(
+            flag,
+            &format!("from {MIN_RATE} to {MAX_RATE}"),
+            value,
+        ))
+    }
+}
+
+/// Parses `Name: value` headers; names are HTTP tokens, values printable ASCII.
+fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    headers
+        .iter()
+        .map(|header| {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| ConfigError::Header(header.clone()))?;
+            let (name, value) = (name.trim(), value.trim());
+            let token =
+                |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+            let printable = |byte: u8| byte == b'\t' || (b' '..=b'~').contains(&byte);
+            if name.is_empty() || !name.bytes().all(token) || !value.bytes().all(printable) {
+                return Err(ConfigError::Header(header.clone()));
+            }
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Plan, ConfigError> {
+        let mut argv = vec!["loadgen"];
+        argv.extend_from_slice(args);
+        let cli =
+            Cli::try_parse_from(argv).map_err(|error| ConfigError::Conflict(error.to_string()))?;
+        cli.run.into_plan()
+    }
+
+    #[test]
+    fn the_counter_scenario() {
+        let plan = parse(&[
+            "--subscribe-url",
+            "http://127.0.0.1:3000/stream",
+            "-c",
+            "40000",
+            "--expect-sequential-ids",
+            "-d",
+            "25s",
+        ])
+        .unwrap();
+        assert_eq!(plan.tracking, Tracking::SequentialIds);
+        assert!(plan.publish.is_none());
+        assert_eq!(plan.workers(), 3);
+        assert_eq!(plan.source_addrs.len(), 2);
+        let specs = plan.worker_specs(1, 2);
+        assert_eq!(specs.len(), 3);
+        assert!(specs[2].request.starts_with("GET /stream HTTP/1.1\r\n"));
+        assert_eq!(plan.duration, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn a_mercure_run_gets_a_token_and_the_topic_in_both_urls() {
+        let plan = parse(&[
+            "--subscribe-url",
+            "http://127.0.0.1:3000/.well-known/mercure?match={topic}",
+            "--api",
+            "mercure",
+            "--publish-url",
+            "http://127.0.0.1:3000/.well-known/mercure",
+            "--topic",
+            "https://example.com/a b",
+            "--subscriber-jwt",
+        ])
+        .unwrap();
+        assert_eq!(
+            plan.subscribe.path_and_query,
+            "/.well-known/mercure?match=https%3A%2F%2Fexample.com%2Fa%20b"
+        );
+        assert_eq!(plan.tracking, Tracking::Published);
+        let publish = plan.publish.as_ref().unwrap();
+        assert_eq!(publish.topic, "https://example.com/a b");
+        let auth = &publish
+            .headers
+            .iter()
+            .find(|(name, _)| name == "Authorization")
+            .unwrap()
+            .1;
+        assert!(auth.starts_with("Bearer ey"));
+        assert!(plan
+            .subscribe_headers
+            .iter()
+            .any(|(name, _)| name == "Authorization"));
+        // The parameters record header names, never the token.
+        let params = serde_json::to_string(&plan.params()).unwrap();
+        assert!(params.contains("Authorization"));
+        assert!(!params.contains("Bearer"));
+    }
+
+    #[test]
+    fn refuses_non_loopback_targets() {
+        for args in [
+            &["--subscribe-url", "http://10.1.2.3/stream"][..],
+            &[
+                "--subscribe-url",
+                "http://127.0.0.1/sub",
+                "--api",
+                "nchan",
+                "--publish-url",
+                "http://192.168.0.1/pub",
+            ][..],
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::Target(TargetError::NotLoopback { .. })),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_contradictions_and_out_of_range_values() {
+        let base = ["--subscribe-url", "http://127.0.0.1/s"];
+        let cases: &[&[&str]] = &[
+            &["--api", "nchan"],
+            &["--publish-url", "http://127.0.0.1/p"],
+            &[
+                "--api",
+                "nchan",
+                "--publish-url",
+                "http://127.0.0.1/p",
+                "--expect-sequential-ids",
+            ],
+            &[
+                "--api",
+                "nchan",
+                "--publish-url",
+                "http://127.0.0.1/p",
+                "--subscriber-jwt",
+            ],
+            &["-c", "0"],
+            &["-c", "200001"],
+            &["-d", "2h"],
+            &["-d", "0s"],
+            &["--ramp-rate", "0"],
+            &["--ramp-rate", "NaN"],
+            &["--conns-per-worker", "20000"],
+            &["--in-process", "-c", "19001"],
+            &["--header", "Bad Name: x"],
+            &["--header", "no colon"],
+            &["--topic", ""],
+            &["--publish-after-ramp"],
+        ];
+        for case in cases {
+            let mut args = base.to_vec();
+            args.extend_from_slice(case);
+            assert!(parse(&args).is_err(), "{case:?} was accepted");
+        }
+        let ipv6 = parse(&["--subscribe-url", "http://[::1]:1/", "-c", "30000"]);
+        assert!(ipv6.is_err());
+    }
+
+    #[test]
+    fn parses_headers() {
+        assert_eq!(
+            parse_headers(&["X-A:  b c ".into(), "Authorization: Bearer x".into()]).unwrap(),
+            vec![
+                ("X-A".into(), "b c".into()),
+                ("Authorization".into(), "Bearer x".into())
+            ]
+        );
+        assert!(parse_headers(&["X: a\u{e9}".into()]).is_err());
+    }
+
+    #[test]
+    fn the_worker_subcommand_needs_no_flags() {
+        let cli = Cli::try_parse_from(["loadgen", "worker"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Worker)));
+        assert!(Cli::try_parse_from(["loadgen"]).is_err());
+    }
+}

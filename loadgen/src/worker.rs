@@ -1,0 +1,274 @@
+//! A worker: one share of the run's connections, opened at the run's pace, reporting
+//! progress every second and a summary at the end.
+//!
+//! A worker is single-threaded (a current-thread runtime and a `LocalSet`), so its
+//! connections share their counters and histograms through `RefCell`s without locks or
+//! atomics. It is driven by commands and reports over channels; [`crate::fleet`] connects
+//! those to a child process's stdin/stdout or to a thread. It stops on `Stop`, when its
+//! commands end (the coordinator is gone), or at its deadline, whichever comes first: a
+//! worker never outlives its run.
+
+use std::{cell::RefCell, collections::BTreeMap, rc::Rc, time::Duration};
+
+use tokio::{
+    sync::{
+        mpsc::{UnboundedReceiver, UnboundedSender},
+        Notify,
+    },
+    time::{Instant, MissedTickBehavior},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    payload, procstat,
+    protocol::{
+        ConnCounts, EventCounts, FromWorker, Progress, ToWorker, Tracking, WorkerSpec,
+        WorkerSummary,
+    },
+    seqtrack::{Owed, SeqCounts, SeqTracker},
+    stats::{Counts, Latency, StatsError},
+    subscriber,
+    timeline::Timeline,
+};
+
+/// How often a worker reports progress.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long connections get to wind down after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Counters the connections of a worker update as they go.
+pub(crate) struct Live {
+    pub connections: ConnCounts,
+    pub failures: BTreeMap<String, u64>,
+    pub events: EventCounts,
+    pub latency: Latency,
+    /// Latencies since the last progress report.
+    pub interval: Latency,
+    pub ramp_done: bool,
+    /// When the latest connection attempt was settled (established or failed).
+    pub last_settled_ns: u64,
+    announced_settled: bool,
+    announced_ended: bool,
+}
+
+/// What a finished connection leaves for the summary.
+pub(crate) struct ConnRecord {
+    pub events: u64,
+    pub tracker: Option<SeqTracker>,
+    pub established_ns: u64,
+    pub closed_ns: u64,
+}
+
+/// State shared by a worker's connections.
+pub(crate) struct WorkerContext {
+    pub spec: WorkerSpec,
+    pub request: Vec<u8>,
+    pub stop: CancellationToken,
+    pub live: RefCell<Live>,
+    /// The publisher's log as received so far.
+    pub timeline: RefCell<Timeline>,
+    pub records: RefCell<Vec<ConnRecord>>,
+    /// Signalled when the ramp is over and every connection attempt has settled, so that
+    /// the coordinator hears of it at once (it may be waiting to start publishing).
+    pub milestone: Notify,
+}
+
+impl WorkerContext {
+    /// Called whenever a connection attempt settles, a stream ends, or the ramp ends:
+    /// signals [`WorkerContext::milestone`] once when the ramp has settled (the coordinator
+    /// may be waiting to start publishing) and once when every stream has ended (it may
+    /// stop the run), so the coordinator hears of these at once, not a second later.
+    pub fn check_milestones(&self, live: &mut Live) {
+        if !live.ramp_done || live.connections.pending() > 0 {
+            return;
+        }
+        if !live.announced_settled {
+            live.announced_settled = true;
+            self.milestone.notify_one();
+        }
+        if !live.announced_ended && live.connections.open() == 0 {
+            live.announced_ended = true;
+            self.milestone.notify_one();
+        }
+    }
+}
+
+/// Runs a worker until it stops; must be called inside a `LocalSet`.
+///
+/// `process_stats` adds the process's own memory and CPU to the summary (for workers that
+/// are processes of their own).
+pub async fn run(
+    spec: WorkerSpec,
+    mut commands: UnboundedReceiver<ToWorker>,
+    reports: UnboundedSender<FromWorker>,
+    process_stats: bool,
+) {
+    let ctx = match WorkerContext::new(spec) {
+        Ok(ctx) => Rc::new(ctx),
+        Err(error) => {
+            let _ = reports.send(FromWorker::Fatal {
+                message: error.to_string(),
+            });
+            return;
+        }
+    };
+    let tasks = TaskTracker::new();
+    tokio::task::spawn_local(ramp(Rc::clone(&ctx), tasks.clone()));
+
+    let deadline = instant_at(ctx.spec.deadline_unix_ns);
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(ToWorker::Published { first_seq, sent_ns }) => {
+                    if let Err(gap) = ctx.timeline.borrow_mut().extend(first_seq, &sent_ns) {
+                        eprintln!("loadgen worker {}: {gap}", ctx.spec.index);
+                    }
+                }
+                Some(ToWorker::Failed { seqs }) => {
+                    let mut timeline = ctx.timeline.borrow_mut();
+                    for seq in seqs {
+                        timeline.mark_failed(seq);
+                    }
+                }
+                Some(ToWorker::Start(_)) => {}
+                Some(ToWorker::Stop) | None => break,
+            },
+            _ = ticker.tick() => {
+                if reports.send(FromWorker::Progress(Box::new(ctx.progress()))).is_err() {
+                    break;
+                }
+            }
+            () = ctx.milestone.notified() => {
+                if reports.send(FromWorker::Progress(Box::new(ctx.progress()))).is_err() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+
+    ctx.stop.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(STOP_GRACE, tasks.wait()).await;
+    let mut summary = ctx.summary();
+    if process_stats {
+        summary.process = procstat::sample_self().ok();
+    }
+    let _ = reports.send(FromWorker::Final(Box::new(summary)));
+}
+
+/// Opens this worker's connections at their scheduled times.
+async fn ramp(ctx: Rc<WorkerContext>, tasks: TaskTracker) {
+    let start = instant_at(ctx.spec.start_unix_ns);
+    let rate = ctx.spec.ramp_rate.max(f64::MIN_POSITIVE);
+    let mut index = ctx.spec.index;
+    while index < ctx.spec.connections {
+        let Some(at) = Duration::try_from_secs_f64(index as f64 / rate)
+            .ok()
+            .and_then(|offset| start.checked_add(offset))
+        else {
+            break;
+        };
+        tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => break,
+            () = tokio::time::sleep_until(at) => {}
+        }
+        ctx.live.borrow_mut().connections.attempted += 1;
+        tasks.spawn_local(subscriber::run(index, Rc::clone(&ctx)));
+        index += ctx.spec.workers.max(1);
+    }
+    let mut live = ctx.live.borrow_mut();
+    live.ramp_done = true;
+    ctx.check_milestones(&mut live);
+}
+
+/// The `Instant` at which the wall clock reads `unix_ns`.
+fn instant_at(unix_ns: u64) -> Instant {
+    Instant::now() + Duration::from_nanos(unix_ns.saturating_sub(payload::unix_nanos()))
+}
+
+impl WorkerContext {
+    fn new(spec: WorkerSpec) -> Result<Self, StatsError> {
+        Ok(Self {
+            request: spec.request.clone().into_bytes(),
+            spec,
+            stop: CancellationToken::new(),
+            live: RefCell::new(Live {
+                connections: ConnCounts::default(),
+                failures: BTreeMap::new(),
+                events: EventCounts::default(),
+                latency: Latency::new()?,
+                interval: Latency::new()?,
+                ramp_done: false,
+                last_settled_ns: 0,
+                announced_settled: false,
+                announced_ended: false,
+            }),
+            timeline: RefCell::new(Timeline::new()),
+            records: RefCell::new(Vec::new()),
+            milestone: Notify::new(),
+        })
+    }
+
+    fn progress(&self) -> Progress {
+        let mut live = self.live.borrow_mut();
+        let latency = live.interval.to_wire();
+        live.interval.reset();
+        Progress {
+            connections: live.connections,
+            events: live.events.total,
+            stamped: live.events.stamped,
+            ramp_done: live.ramp_done,
+            last_settled_unix_ns: live.last_settled_ns,
+            latency,
+        }
+    }
+
+    /// Settles every connection's sequence checks against the final log.
+    fn summary(&self) -> WorkerSummary {
+        let live = self.live.borrow();
+        let timeline = self.timeline.borrow();
+        let records = self.records.borrow();
+        let mut seq = SeqCounts::default();
+        let mut connections_with_missing = 0;
+        let mut connections_with_duplicates = 0;
+        let mut events_per_connection = Counts::default();
+        for record in records.iter() {
+            events_per_connection.record(record.events);
+            let Some(tracker) = &record.tracker else {
+                continue;
+            };
+            let counts = match self.spec.tracking {
+                Tracking::Published => tracker.finish(
+                    timeline.last_seq(),
+                    &Owed::Published {
+                        timeline: &timeline,
+                        after_ns: record.established_ns,
+                        before_ns: record.closed_ns,
+                    },
+                ),
+                Tracking::SequentialIds => tracker.finish(tracker.max_seen(), &Owed::Every),
+                Tracking::Off => continue,
+            };
+            connections_with_missing += u64::from(counts.missing > 0);
+            connections_with_duplicates += u64::from(counts.duplicates > 0);
+            seq.add(&counts);
+        }
+        WorkerSummary {
+            index: self.spec.index,
+            pid: std::process::id(),
+            connections: live.connections,
+            failures: live.failures.clone(),
+            events: live.events.clone(),
+            latency: live.latency.to_wire(),
+            seq,
+            connections_with_missing,
+            connections_with_duplicates,
+            events_per_connection,
+            process: None,
+        }
+    }
+}

@@ -24,6 +24,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 apt_packages=()
 $want_test && [[ ! -x /usr/bin/chromium ]] && apt_packages+=(chromium)
 $want_test && ! have openssl && apt_packages+=(openssl)
+$want_test && ! have redis-server && apt_packages+=(redis-server)
+$want_test && ! have nginx && apt_packages+=(nginx)
 if ((${#apt_packages[@]})); then
   step "Installing Debian packages: ${apt_packages[*]}"
   as_root apt-get update -qq

@@ -179,6 +179,15 @@ fn parse_json(text: &str) -> Result<serde_json::Value, String> {
 /// The hub's settings; the environment variables carry the reference hub's names.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HubArgs {
+    /// Where updates and their history live: `memory` (this process only) or
+    /// `redis://host:port/db` (shared by every instance on that Redis).
+    #[arg(long, env = "PULSE_BROKER", default_value = "memory", value_parser = parse_broker)]
+    pub broker: BrokerUrl,
+
+    /// Prefix of the Redis keys (`<prefix>:updates`, `<prefix>:presence`).
+    #[arg(long, env = "PULSE_REDIS_PREFIX", default_value = "pulse")]
+    pub redis_prefix: String,
+
     /// Key that verifies publishers' tokens: a shared secret (HS*, 32 bytes or more) or a PEM
     /// public key. Unset: a random secret, so only this server's own pages can publish.
     #[arg(long, env = "MERCURE_PUBLISHER_JWT_KEY", hide_env_values = true)]
@@ -262,6 +271,24 @@ pub struct HubArgs {
     /// Messages one client may publish in a burst from the composer.
     #[arg(long, env = "PULSE_COMPOSER_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub composer_burst: u32,
+}
+
+/// Where the hub keeps updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    Memory,
+    Redis(String),
+}
+
+fn parse_broker(text: &str) -> Result<BrokerUrl, String> {
+    let text = text.trim();
+    if text == "memory" {
+        Ok(BrokerUrl::Memory)
+    } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+        Ok(BrokerUrl::Redis(text.to_owned()))
+    } else {
+        Err("use `memory` or a URL like `redis://127.0.0.1:6379/0`".into())
+    }
 }
 
 /// How log lines are written.

@@ -61,6 +61,7 @@ impl AppState {
         let hub = HubService::new(
             &config.hub,
             config.tls_cert.is_some(),
+            shutdown.clone(),
             Arc::clone(&metrics.hub),
         )?;
         Ok(Self {

@@ -12,7 +12,9 @@ use http::HeaderMap;
 use crate::{
     hub::{
         auth::{self, Role, TokenRequest},
-        new_update_id, HubService, PAGE_TOKEN_LIFETIME,
+        new_update_id,
+        topic_hub::HEALTH_TOPIC,
+        HubService, PAGE_TOKEN_LIFETIME,
     },
     update::NewUpdate,
 };
@@ -122,7 +124,6 @@ impl TopicBackend for HubBackend {
             self.0
                 .publish(update)
                 .await
-                .map(|accepted| accepted.id.to_string())
                 .map_err(|error| error.to_string())
         })
     }
@@ -136,7 +137,7 @@ impl TopicBackend for HubBackend {
 
     fn token_cookie(&self, headers: &HeaderMap, member: bool) -> Result<String, String> {
         let service = &self.0;
-        let mut subscribe = vec![PRESENCE_GRANT.to_owned()];
+        let mut subscribe = vec![PRESENCE_GRANT.to_owned(), HEALTH_TOPIC.to_owned()];
         if member {
             subscribe.push(MEMBER_GRANT.to_owned());
         }

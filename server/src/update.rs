@@ -24,6 +24,11 @@ pub struct Position {
 impl Position {
     /// The position before every update.
     pub const ZERO: Self = Self { major: 0, minor: 0 };
+    /// The position after every update.
+    pub const MAX: Self = Self {
+        major: u64::MAX,
+        minor: u64::MAX,
+    };
 
     /// An in-memory position.
     pub const fn seq(n: u64) -> Self {
@@ -113,6 +118,16 @@ impl Update {
             accepted_ms,
             wire,
         }))
+    }
+
+    /// An update that is delivered live but never stored (the hub's health notices): it
+    /// sorts after every stored update.
+    pub fn ephemeral(new: NewUpdate) -> Result<Arc<Self>, EncodeError> {
+        let mut update = Self::accept(new, Position::ZERO)?;
+        if let Some(update) = Arc::get_mut(&mut update) {
+            update.position = Position::MAX;
+        }
+        Ok(update)
     }
 
     /// The update as a publisher described it (to store it elsewhere, say).

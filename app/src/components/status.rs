@@ -6,7 +6,7 @@ use crate::live::ConnectionState;
 
 /// A badge with the connection's state; changes are announced politely to screen readers.
 #[component]
-pub fn ConnectionStatus(state: ReadSignal<ConnectionState>) -> impl IntoView {
+pub fn ConnectionStatus(#[prop(into)] state: Signal<ConnectionState>) -> impl IntoView {
     view! {
         <div class="status" data-testid="status" data-state=move || state.get().key()>
             <span class="status-dot" aria-hidden="true"></span>

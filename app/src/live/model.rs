@@ -18,6 +18,9 @@ pub enum ConnectionState {
     Ended,
     /// The browser gave up (for example the server refused the request).
     Failed,
+    /// Connected, but the hub cannot store new messages for now (its Redis is down); what
+    /// is sent meanwhile is refused, and live delivery resumes when it returns.
+    Degraded,
 }
 
 impl ConnectionState {
@@ -31,6 +34,7 @@ impl ConnectionState {
             }
             Self::Ended => "Ended".into(),
             Self::Failed => "Disconnected".into(),
+            Self::Degraded => "Degraded".into(),
         }
     }
 
@@ -45,6 +49,9 @@ impl ConnectionState {
             ),
             Self::Ended => "The stream has ended.".into(),
             Self::Failed => "The connection failed and will not be retried.".into(),
+            Self::Degraded => {
+                "The hub cannot store messages right now. Delivery resumes when it recovers.".into()
+            }
         }
     }
 
@@ -56,6 +63,7 @@ impl ConnectionState {
             Self::Reconnecting { .. } => "reconnecting",
             Self::Ended => "ended",
             Self::Failed => "failed",
+            Self::Degraded => "degraded",
         }
     }
 }

@@ -16,9 +16,12 @@ use crate::{
     components::{Composer, ConnectionStatus, FeedList},
     live::{
         time::{now_millis, uuid_v7_millis},
-        use_event_source, Feed, Flow, NewItem,
+        use_event_source, ConnectionState, Feed, Flow, NewItem,
     },
 };
+
+/// The hub's health notices.
+const HEALTH_TOPIC: &str = "/.well-known/mercure/health";
 
 /// The reconnect delay the hub leaves to the browser (Chrome waits about 3 s).
 const BROWSER_RETRY_MS: u32 = 3000;
@@ -58,11 +61,18 @@ pub fn TopicPage() -> impl IntoView {
     }
 }
 
-/// The fields of a subscription event the page reads.
+/// The fields of the hub's own events (`event: mercure`) the page reads: subscription
+/// events (`subscriber`, `active`) and health notices (`type: health`, `state`).
 #[derive(Deserialize)]
-struct PresenceEvent {
+struct HubEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
     subscriber: String,
+    #[serde(default)]
     active: bool,
+    #[serde(default)]
+    state: String,
 }
 
 #[component]
@@ -87,6 +97,7 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
     }
     let feed = RwSignal::new(initial);
     let watchers = RwSignal::new(watchers.into_iter().collect::<BTreeSet<String>>());
+    let degraded = RwSignal::new(false);
     let url = subscription_url(&topic, &cursor);
     let state = use_event_source(
         Signal::stored(Some(url)),
@@ -94,14 +105,18 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
         BROWSER_RETRY_MS,
         move |event| {
             if event.event == "mercure" {
-                if let Ok(presence) = serde_json::from_str::<PresenceEvent>(&event.data) {
-                    watchers.update(|set| {
+                match serde_json::from_str::<HubEvent>(&event.data) {
+                    Ok(health) if health.kind == "health" => {
+                        degraded.set(health.state == "degraded")
+                    }
+                    Ok(presence) => watchers.update(|set| {
                         if presence.active {
                             set.insert(presence.subscriber);
                         } else {
                             set.remove(&presence.subscriber);
                         }
-                    });
+                    }),
+                    Err(_) => {}
                 }
             } else {
                 let time_ms = uuid_v7_millis(&event.id).unwrap_or_else(now_millis);
@@ -118,6 +133,10 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
         },
     );
 
+    let state = Signal::derive(move || match state.get() {
+        ConnectionState::Live if degraded.get() => ConnectionState::Degraded,
+        other => other,
+    });
     let scroller = NodeRef::<html::Div>::new();
     let pinned = RwSignal::new(true);
     let unseen = RwSignal::new(0u32);
@@ -183,6 +202,12 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
                         .into_any()
                 }}
             </div>
+            <Show when=move || degraded.get()>
+                <p class="banner-warn" data-testid="degraded">
+                    "The hub cannot store messages right now: sending is paused, and delivery "
+                    "resumes by itself when it recovers."
+                </p>
+            </Show>
             <div class="feed-scroll" node_ref=scroller on:scroll=on_scroll data-testid="feed-scroll">
                 <FeedList feed empty="No messages yet. Say something!"/>
             </div>
@@ -205,8 +230,9 @@ pub fn subscription_url(topic: &str, cursor: &str) -> String {
         encode_component(&iri)
     );
     format!(
-        "/.well-known/mercure?match={}&match_urlpattern={}&last_event_id={}",
+        "/.well-known/mercure?match={}&match={}&match_urlpattern={}&last_event_id={}",
         encode_component(&iri),
+        encode_component(HEALTH_TOPIC),
         encode_component(&presence),
         encode_component(cursor)
     )
@@ -234,6 +260,7 @@ mod tests {
         assert_eq!(
             subscription_url("general", "urn:uuid:1"),
             "/.well-known/mercure?match=%2Ftopics%2Fgeneral\
+             &match=%2F.well-known%2Fmercure%2Fhealth\
              &match_urlpattern=%2F.well-known%2Fmercure%2Fsubscriptions%2Fexact%2F%252Ftopics%252Fgeneral%2F%3Asubscriber\
              &last_event_id=urn%3Auuid%3A1"
         );

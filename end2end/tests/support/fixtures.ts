@@ -7,6 +7,8 @@ export const FAST_COUNTER = ['--stream-count', '20', '--stream-interval', '40ms'
 type TestFixtures = {
   /** Console messages a test expects (network errors while a server is down, say). */
   allowedConsoleErrors: RegExp[];
+  /** Stops every server a test started and left running, even when the test failed. */
+  stopLeftoverServers: void;
 };
 type WorkerFixtures = { server: PulseServer };
 
@@ -25,6 +27,14 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
   ],
   baseURL: async ({ server }, use) => use(server.url),
   allowedConsoleErrors: [[], { option: true }],
+  stopLeftoverServers: [
+    async ({}, use) => {
+      const before = new Set(PulseServer.running);
+      await use();
+      await Promise.all([...PulseServer.running].filter((server) => !before.has(server)).map((server) => server.stop()));
+    },
+    { auto: true },
+  ],
   page: async ({ page, allowedConsoleErrors }, use) => {
     const problems = watchConsole(page, allowedConsoleErrors);
     await use(page);

@@ -45,6 +45,9 @@ export interface ServerOptions {
 
 /** A Pulse server process on loopback, started for a test. */
 export class PulseServer {
+  /** Servers started and not yet stopped (the fixtures stop the ones a test leaves behind). */
+  static readonly running = new Set<PulseServer>();
+
   private exited: Promise<number | null>;
   private log = '';
 
@@ -99,6 +102,8 @@ export class PulseServer {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const server = new PulseServer(port, child, options);
+    PulseServer.running.add(server);
+    process.once('exit', () => child.kill('SIGKILL'));
     const deadline = Date.now() + 15_000;
     while (!(await canConnect(port))) {
       if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}):\n${server.output()}`);
@@ -110,6 +115,7 @@ export class PulseServer {
 
   /** Stops the server with `signal` and waits for it to exit; returns its exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    PulseServer.running.delete(this);
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     return this.exited;
   }

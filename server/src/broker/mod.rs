@@ -1,18 +1,19 @@
 //! Where accepted updates go: straight into this process's hub, or (with Redis) into a
 //! shared log that every instance's hub reads.
 
+pub mod redis;
+
 use std::sync::Arc;
 
-use crate::{
-    hub::topic_hub::TopicHub,
-    update::{NewUpdate, Update},
-};
+use crate::{hub::topic_hub::TopicHub, update::NewUpdate};
 
 /// Why an update was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error(transparent)]
     Encode(#[from] crate::update::EncodeError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
 }
 
 /// The update store and transport.
@@ -20,21 +21,28 @@ pub enum BrokerError {
 pub enum Broker {
     /// Updates live in this process only.
     Memory(Arc<TopicHub>),
+    /// Updates go through Redis Streams and reach every instance.
+    Redis(Arc<redis::RedisBroker>),
 }
 
 impl Broker {
-    /// Accepts `update`: once this returns, the update is in the log and will reach every
-    /// matching subscriber.
-    pub async fn publish(&self, update: NewUpdate) -> Result<Arc<Update>, BrokerError> {
+    /// Accepts `update`: once this returns `Ok`, the update is stored and will reach every
+    /// matching subscriber. Returns its id.
+    pub async fn publish(&self, update: NewUpdate) -> Result<String, BrokerError> {
         match self {
-            Self::Memory(hub) => Ok(hub.publish(update)?),
+            Self::Memory(hub) => Ok(hub.publish(update)?.id.to_string()),
+            Self::Redis(redis) => {
+                redis.publish(&update).await?;
+                Ok(update.id)
+            }
         }
     }
 
-    /// A short name for logs and metrics.
+    /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
         }
     }
 }

@@ -218,13 +218,13 @@ async fn publish(
             metadata: audience.metadata,
         });
     }
-    let accepted = service.publish(update).await?;
+    let id = service.publish(update).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
-        accepted.id.to_string(),
+        id,
     )
         .into_response())
 }

@@ -24,11 +24,13 @@ use self::{
     selector::MatchBase,
     topic_hub::{HubLimits, SubscriberSpec, TopicHub},
 };
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    broker::{Broker, BrokerError},
-    config::HubArgs,
+    broker::{redis::RedisBroker, Broker, BrokerError},
+    config::{BrokerUrl, HubArgs},
     metrics::StreamMetrics,
-    update::{NewUpdate, Update},
+    update::NewUpdate,
 };
 
 /// The hub's path.
@@ -53,6 +55,8 @@ pub enum HubConfigError {
         "PULSE_COMPOSER_RATE / --composer-rate must be a positive number of messages per second"
     )]
     ComposerRate,
+    #[error("PULSE_BROKER / --broker: {0}")]
+    Broker(crate::broker::redis::RedisError),
 }
 
 /// Everything the hub's handlers share.
@@ -74,10 +78,12 @@ pub struct HubService {
 }
 
 impl HubService {
-    /// A hub for `args`, on the current runtime.
+    /// A hub for `args`, on the current runtime; background work (the Redis reader) stops
+    /// when `shutdown` is cancelled.
     pub fn new(
         args: &HubArgs,
         tls: bool,
+        shutdown: CancellationToken,
         metrics: Arc<StreamMetrics>,
     ) -> Result<Self, HubConfigError> {
         let auth = auth_settings(args, tls)?;
@@ -108,7 +114,19 @@ impl HubService {
             },
         );
         Ok(Self {
-            broker: Broker::Memory(Arc::clone(&hub)),
+            broker: match &args.broker {
+                BrokerUrl::Memory => Broker::Memory(Arc::clone(&hub)),
+                BrokerUrl::Redis(url) => Broker::Redis(
+                    RedisBroker::start(
+                        url,
+                        &args.redis_prefix,
+                        args.history_size as usize,
+                        Arc::clone(&hub),
+                        shutdown,
+                    )
+                    .map_err(HubConfigError::Broker)?,
+                ),
+            },
             hub,
             auth,
             limits: RequestLimits {
@@ -146,8 +164,8 @@ impl HubService {
         format!("{scheme}://{host}{HUB_PATH}")
     }
 
-    /// Publishes `update` through the broker.
-    pub async fn publish(&self, update: NewUpdate) -> Result<Arc<Update>, BrokerError> {
+    /// Publishes `update` through the broker; returns its id once it is stored.
+    pub async fn publish(&self, update: NewUpdate) -> Result<String, BrokerError> {
         self.broker.publish(update).await
     }
 

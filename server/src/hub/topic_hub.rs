@@ -163,7 +163,12 @@ pub struct TopicHub {
     registry: RwLock<Registry>,
     fanout: mpsc::UnboundedSender<Arc<Update>>,
     next_serial: AtomicU64,
+    /// The current health notice, while the hub's store is unreachable.
+    degraded: Mutex<Option<Arc<Update>>>,
 }
+
+/// The topic of the hub's health notices (private, `event: mercure`).
+pub const HEALTH_TOPIC: &str = "/.well-known/mercure/health";
 
 /// A registered subscriber's side: its replay, its live queue and its registration, which
 /// ends when this is dropped.
@@ -216,6 +221,7 @@ impl TopicHub {
             registry: RwLock::default(),
             fanout,
             next_serial: AtomicU64::new(1),
+            degraded: Mutex::new(None),
         });
         tokio::spawn(fan_out(Arc::downgrade(&hub), updates));
         hub
@@ -268,6 +274,31 @@ impl TopicHub {
         // The fan-out task lives as long as the hub; a send can only fail while the runtime
         // shuts down, when nobody is left to deliver to.
         let _ = self.fanout.send(update);
+    }
+
+    /// Tells subscribers of [`HEALTH_TOPIC`] whether the hub's store is reachable: a notice
+    /// is delivered live (never stored) when the state changes, and to every new subscriber
+    /// while it is degraded.
+    pub fn set_degraded(&self, degraded: bool) {
+        let state = if degraded { "degraded" } else { "ok" };
+        let notice = NewUpdate {
+            id: super::new_update_id(),
+            topics: vec![HEALTH_TOPIC.to_owned()],
+            data: format!("{{\"type\":\"health\",\"state\":\"{state}\"}}"),
+            kind: Some("mercure".to_owned()),
+            retry: None,
+            private: true,
+        };
+        let Ok(notice) = Update::ephemeral(notice) else {
+            return;
+        };
+        *self.degraded.lock() = degraded.then(|| Arc::clone(&notice));
+        let _ = self.fanout.send(notice);
+    }
+
+    /// Whether the hub's store is unreachable.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.lock().is_some()
     }
 
     /// The newest update's id, or `earliest` when the history is empty: the cursor a client
@@ -331,12 +362,17 @@ impl TopicHub {
                 None => (Position::ZERO, CursorFound::Earliest),
             },
         };
-        let replay: Vec<Arc<Update>> = log
+        let mut replay: Vec<Arc<Update>> = log
             .after(start)
             .into_iter()
             .filter(|update| wants(&spec, update, &self.base))
             .cloned()
             .collect();
+        if let Some(notice) = self.degraded.lock().as_ref() {
+            if wants(&spec, notice, &self.base) {
+                replay.push(Arc::clone(notice));
+            }
+        }
         let key = self.registry.write().insert(Entry {
             serial,
             spec: Arc::clone(&spec),

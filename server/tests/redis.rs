@@ -1,0 +1,253 @@
+//! Several instances sharing the hub through a real Redis, which the tests kill and restart.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::{eventually, mercure::*, RedisProcess, TestServer};
+use futures_util::StreamExt;
+use serde_json::json;
+
+async fn instance(redis: &RedisProcess) -> TestServer {
+    start(&["--broker", &redis.url()]).await
+}
+
+/// Publishes on `server` (with a token for that instance's audience).
+async fn publish_on(server: &TestServer, topic: &str, data: &str) -> reqwest::Response {
+    publish(
+        server,
+        &publish_all(server),
+        &[("topic", topic), ("data", data)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_update_published_on_any_instance_reaches_all_once_in_one_order() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let mut on_a = subscribe(&a, &[("match", "/shared")], None).await;
+    let mut on_b = subscribe(&b, &[("match", "/shared")], None).await;
+    subscribers(&a, 1).await;
+    subscribers(&b, 1).await;
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        let response = publish_on(server, "/shared", &format!("update {n}")).await;
+        assert_eq!(response.status(), 200);
+        ids.push(response.text().await.expect("id"));
+    }
+    for events in [&mut on_a, &mut on_b] {
+        let mut seen = Vec::new();
+        for _ in 0..ids.len() {
+            seen.push(next(events).await.id);
+        }
+        assert_eq!(seen, ids);
+        nothing_within(events, Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_resumes_on_another_instance() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let mut first = subscribe(&a, &[("match", "/resume")], None).await;
+    subscribers(&a, 1).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            publish_on(&a, "/resume", &n.to_string())
+                .await
+                .text()
+                .await
+                .expect("id"),
+        );
+    }
+    assert_eq!(next(&mut first).await.id, ids[0]);
+    assert_eq!(next(&mut first).await.id, ids[1]);
+    drop(first);
+    for n in 5..8 {
+        ids.push(
+            publish_on(&b, "/resume", &n.to_string())
+                .await
+                .text()
+                .await
+                .expect("id"),
+        );
+    }
+    let response = subscribe_request(&b, &[("match", "/resume")], None, Some(&ids[1])).await;
+    assert_eq!(response.headers()["mercure-last-event-id"], ids[1].as_str());
+    let mut resumed = events(response);
+    for id in &ids[2..] {
+        assert_eq!(&next(&mut resumed).await.id, id);
+    }
+
+    // An instance started later loads the history from Redis.
+    let c = instance(&redis).await;
+    let mut late = subscribe(
+        &c,
+        &[("match", "/resume"), ("last_event_id", "earliest")],
+        None,
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(&next(&mut late).await.id, id);
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_publishing_answers_503_and_subscribers_stay() {
+    let mut redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let health_token = subscriber_token(
+        &a,
+        json!([detail(
+            &["subscribe"],
+            json!([{ "match": "/.well-known/mercure/health" }])
+        )]),
+    );
+    let mut health = subscribe(
+        &a,
+        &[("match", "/.well-known/mercure/health"), ("match", "/t")],
+        Some(&health_token),
+    )
+    .await;
+    let mut plain = subscribe(&a, &[("match", "/t")], None).await;
+    subscribers(&a, 2).await;
+
+    redis.kill().await;
+    let refused = publish_on(&a, "/t", "lost?").await;
+    assert_eq!(refused.status(), 503);
+    let message = refused.text().await.expect("body");
+    assert!(message.contains("Redis"), "{message}");
+    let notice = next(&mut health).await;
+    assert_eq!(notice.event, "mercure");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&notice.data).expect("json")["state"],
+        "degraded"
+    );
+    // A page that connects now learns it at once.
+    let mut late = subscribe(
+        &a,
+        &[("match", "/.well-known/mercure/health")],
+        Some(&health_token),
+    )
+    .await;
+    assert!(next(&mut late).await.data.contains("degraded"));
+    assert_eq!(
+        a.state.metrics.hub.open(),
+        3,
+        "subscribers keep their connections"
+    );
+
+    redis.spawn().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !a.state.hub.hub.is_degraded()
+        })
+        .await,
+        "the instance did not see Redis come back"
+    );
+    assert!(next(&mut health).await.data.contains("\"ok\""));
+    let accepted = publish_on(&a, "/t", "back").await;
+    assert_eq!(accepted.status(), 200);
+    let id = accepted.text().await.expect("id");
+    assert_eq!(next(&mut plain).await.id, id);
+}
+
+#[tokio::test]
+async fn a_redis_crash_under_load_loses_no_acknowledged_update() {
+    let mut redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let mut reader = subscribe(&b, &[("match", "/load")], None).await;
+    subscribers(&b, 1).await;
+
+    // A steady publisher on A, recording what was acknowledged.
+    let running = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let running = Arc::clone(&running);
+        let token = publish_all(&a);
+        let url = a.url("/.well-known/mercure");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut acknowledged, mut refused) = (Vec::new(), 0);
+            let mut n = 0;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .form(&[("topic", "/load"), ("data", &n.to_string())])
+                    .send()
+                    .await;
+                match response {
+                    Ok(response) if response.status() == 200 => {
+                        acknowledged.push(response.text().await.expect("id"))
+                    }
+                    Ok(response) => {
+                        assert_eq!(response.status(), 503, "only 200 or 503");
+                        refused += 1;
+                    }
+                    Err(error) => panic!("the instance must stay up: {error}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.kill().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.spawn().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.store(false, Ordering::Relaxed);
+    let (acknowledged, refused) = publisher.await.expect("publisher");
+    assert!(refused > 0, "the outage was not noticed");
+    assert!(
+        acknowledged.len() > 50,
+        "too few updates went through: {}",
+        acknowledged.len()
+    );
+
+    // Everything acknowledged arrives once, in order, on the other instance, over the same
+    // connection that was open all along.
+    let mut delivered = Vec::new();
+    while delivered.len() < acknowledged.len() {
+        match tokio::time::timeout(Duration::from_secs(15), reader.next()).await {
+            Ok(Some(Ok(event))) => delivered.push(event.id),
+            other => panic!(
+                "stream ended or stalled after {} of {}: {other:?}",
+                delivered.len(),
+                acknowledged.len()
+            ),
+        }
+    }
+    let mut unique = delivered.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), delivered.len(), "an update arrived twice");
+    let positions: Vec<usize> = acknowledged
+        .iter()
+        .map(|id| {
+            delivered
+                .iter()
+                .position(|d| d == id)
+                .unwrap_or_else(|| panic!("{id} never arrived"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "acknowledged updates arrived out of order"
+    );
+}

@@ -28,10 +28,16 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
   baseURL: async ({ server }, use) => use(server.url),
   allowedConsoleErrors: [[], { option: true }],
   stopLeftoverServers: [
-    async ({}, use) => {
+    async ({}, use, testInfo) => {
       const before = new Set(PulseServer.running);
+      const started = PulseServer.started.length;
       await use();
       await Promise.all([...PulseServer.running].filter((server) => !before.has(server)).map((server) => server.stop()));
+      if (testInfo.status !== testInfo.expectedStatus) {
+        for (const server of PulseServer.started.slice(started)) {
+          await testInfo.attach(`server-${server.port}.log`, { body: server.output(), contentType: 'text/plain' });
+        }
+      }
     },
     { auto: true },
   ],

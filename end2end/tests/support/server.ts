@@ -47,6 +47,8 @@ export interface ServerOptions {
 export class PulseServer {
   /** Servers started and not yet stopped (the fixtures stop the ones a test leaves behind). */
   static readonly running = new Set<PulseServer>();
+  /** Every server started in this worker, in order (their logs are attached to failures). */
+  static readonly started: PulseServer[] = [];
 
   private exited: Promise<number | null>;
   private log = '';
@@ -103,6 +105,7 @@ export class PulseServer {
     });
     const server = new PulseServer(port, child, options);
     PulseServer.running.add(server);
+    PulseServer.started.push(server);
     process.once('exit', () => child.kill('SIGKILL'));
     const deadline = Date.now() + 15_000;
     while (!(await canConnect(port))) {

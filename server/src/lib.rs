@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod sse;
+pub mod stream_conn;
 pub mod telemetry;
 pub mod tls;
 pub mod topics;

@@ -34,6 +34,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::stream_conn;
+
 /// How the server treats connections.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -114,6 +116,8 @@ pub async fn serve(
         match &tls {
             None => {
                 let first_byte_timeout = options.header_timeout;
+                let stall_timeout = options.stall_timeout;
+                let router = router.clone();
                 tokio::spawn(async move {
                     // Telling HTTP/1 from HTTP/2 waits for the first bytes, and that wait has
                     // no deadline of its own: a client that connects and says nothing must
@@ -123,7 +127,13 @@ pub async fn serve(
                         .await
                     {
                         Ok(Ok(0)) => {}
-                        Ok(Ok(_)) => connection.serve(guarded).await,
+                        Ok(Ok(_)) => match stream_conn::classify(&guarded.inner, peer).await {
+                            Some(request) => {
+                                stream_conn::serve(guarded.inner, request, router, stall_timeout)
+                                    .await;
+                            }
+                            None => connection.serve(guarded).await,
+                        },
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "connection failed"),
                         Err(_) => tracing::debug!(%peer, "no request before the header timeout"),
                     }

@@ -1,0 +1,169 @@
+//! Event streams requested the way browsers do (`Accept: text/event-stream`), which the
+//! server serves without hyper: framing, resume, disconnects, shutdown, slow clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{contains, eventually, mercure::*, raw_get, read_to_close, read_until, TestServer};
+use tokio::io::AsyncWriteExt;
+
+const ACCEPT: &str = "Accept: text/event-stream\r\n";
+
+#[tokio::test]
+async fn the_counter_is_framed_exactly_and_ends() {
+    let server = TestServer::start(&[
+        "--stream-count",
+        "2",
+        "--stream-interval",
+        "5ms",
+        "--stream-retry",
+        "250ms",
+    ])
+    .await;
+    let mut stream = raw_get(server.addr, "/stream", ACCEPT).await;
+    let (bytes, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed);
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(head.contains("x-accel-buffering: no"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(
+        dechunk(body),
+        "event: new_message\nid: 1\nretry: 250\ndata: Counter value 1\n\n\
+         event: new_message\nid: 2\nretry: 250\ndata: Counter value 2\n\n\
+         event: end_event\ndata: End of the stream\n\n"
+    );
+    assert!(body.ends_with("0\r\n\r\n"));
+}
+
+/// Decodes a chunked body, checking its framing.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("hex size");
+        if size == 0 {
+            assert_eq!(rest, "\r\n");
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], "\r\n");
+        body = &rest[size + 2..];
+    }
+}
+
+#[tokio::test]
+async fn resumes_and_refuses_like_the_other_path() {
+    let server = TestServer::start(&["--stream-count", "5", "--stream-interval", "5ms"]).await;
+    let mut resumed = raw_get(
+        server.addr,
+        "/stream",
+        &format!("{ACCEPT}Last-Event-ID: 3\r\n"),
+    )
+    .await;
+    let (bytes, _) = read_to_close(&mut resumed, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("Counter value 3\n"), "{text}");
+    assert!(
+        text.contains("Counter value 4\n") && text.contains("End of the stream"),
+        "{text}"
+    );
+    let mut refused = raw_get(
+        server.addr,
+        "/stream",
+        &format!("{ACCEPT}Last-Event-ID: 99\r\n"),
+    )
+    .await;
+    let (bytes, closed) = read_to_close(&mut refused, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed && text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("Last-Event-ID must be a whole number from 0 to 5"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_is_noticed_at_once() {
+    let server = TestServer::start(&["--stream-count", "1000", "--stream-interval", "30s"]).await;
+    let metrics = server.state.metrics.counter.clone();
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut client = raw_get(server.addr, "/stream", ACCEPT).await;
+        assert!(contains(
+            &read_until(&mut client, b"Counter value 1\n", Duration::from_secs(5)).await,
+            b"Counter value 1\n"
+        ));
+        clients.push(client);
+    }
+    assert_eq!(metrics.open(), 200);
+    drop(clients);
+    assert!(
+        eventually(Duration::from_secs(1), || async { metrics.open() == 0 }).await,
+        "{} still open",
+        metrics.open()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_without_end_event() {
+    let server = TestServer::start(&["--stream-count", "1000", "--stream-interval", "1s"]).await;
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        let mut client = raw_get(server.addr, "/stream", ACCEPT).await;
+        assert!(contains(
+            &read_until(&mut client, b"Counter value 1\n", Duration::from_secs(5)).await,
+            b"Counter value 1\n"
+        ));
+        clients.push(client);
+    }
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for client in &mut clients {
+        let (rest, closed) = read_to_close(client, Duration::from_secs(2)).await;
+        assert!(closed);
+        assert!(!contains(&rest, b"end_event"));
+        assert!(rest.ends_with(b"0\r\n\r\n"));
+    }
+}
+
+#[tokio::test]
+async fn hub_subscriptions_get_updates_and_a_stalled_one_is_dropped() {
+    let server = start(&["--subscriber-queue", "8", "--stall-timeout", "500ms"]).await;
+    let mut reader = raw_get(server.addr, "/.well-known/mercure?match=%2Ffast", ACCEPT).await;
+    assert!(contains(
+        &read_until(&mut reader, b":\n\n", Duration::from_secs(5)).await,
+        b":\n\n"
+    ));
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let mut stalled = socket.connect(server.addr).await.expect("connect");
+    stalled
+        .write_all(
+            format!("GET /.well-known/mercure?match=%2Ffast HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+    subscribers(&server, 2).await;
+    let payload = "p".repeat(60 * 1024);
+    for _ in 0..120 {
+        let id = publish_ok(&server, &[("topic", "/fast"), ("data", &payload)]).await;
+        let seen = read_until(&mut reader, id.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            contains(&seen, id.as_bytes()),
+            "the reading subscriber missed {id}"
+        );
+    }
+    let hub = server.state.metrics.hub.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async { hub.open() == 1 }).await,
+        "the stalled one is still there"
+    );
+    drop(stalled);
+}

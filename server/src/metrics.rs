@@ -132,8 +132,15 @@ pub struct StreamTracker {
     metrics: Arc<StreamMetrics>,
     opened: Instant,
     sent: u64,
+    /// Events not yet added to the shared counter: it is updated every
+    /// [`FLUSH_EVERY`] events (and when the stream ends), not on each one, so that streams
+    /// on different threads do not fight over one cache line.
+    unflushed: u32,
     finished: bool,
 }
+
+/// How many events a stream counts locally before adding them to the shared counter.
+const FLUSH_EVERY: u32 = 32;
 
 impl StreamTracker {
     /// Counts a new stream; `resumed` when it continues from a `Last-Event-ID`.
@@ -147,6 +154,7 @@ impl StreamTracker {
             metrics,
             opened: Instant::now(),
             sent: 0,
+            unflushed: 0,
             finished: false,
         }
     }
@@ -154,7 +162,13 @@ impl StreamTracker {
     /// Counts `n` events written.
     pub fn sent(&mut self, n: u64) {
         self.sent += n;
-        self.metrics.events.fetch_add(n, Relaxed);
+        let pending = u64::from(self.unflushed) + n;
+        if pending >= u64::from(FLUSH_EVERY) {
+            self.metrics.events.fetch_add(pending, Relaxed);
+            self.unflushed = 0;
+        } else {
+            self.unflushed = pending as u32;
+        }
     }
 
     /// Marks the stream as having reached its natural end.
@@ -165,6 +179,9 @@ impl StreamTracker {
 
 impl Drop for StreamTracker {
     fn drop(&mut self) {
+        self.metrics
+            .events
+            .fetch_add(u64::from(self.unflushed), Relaxed);
         self.metrics.open.fetch_sub(1, Relaxed);
         if !self.finished {
             self.metrics.disconnects.fetch_add(1, Relaxed);

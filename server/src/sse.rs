@@ -237,9 +237,12 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The keep-alive timer. Sending an event only records the time; the timer is moved when
+/// it fires, so a busy stream costs no timer update per event.
 struct KeepAlive {
     every: Duration,
     timer: Pin<Box<Sleep>>,
+    last_sent: Instant,
 }
 
 impl<S> SseBody<S>
@@ -258,6 +261,7 @@ where
             keep_alive: keep_alive.map(|every| KeepAlive {
                 every,
                 timer: Box::pin(tokio::time::sleep(every)),
+                last_sent: Instant::now(),
             }),
             done: false,
         }
@@ -304,7 +308,7 @@ where
                     }
                 }
                 if let Some(keep_alive) = this.keep_alive.as_mut() {
-                    keep_alive.reset();
+                    keep_alive.last_sent = Instant::now();
                 }
                 let bytes = batch.map_or(first, BytesMut::freeze);
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -316,7 +320,13 @@ where
             Poll::Pending => {}
         }
         if let Some(keep_alive) = this.keep_alive.as_mut() {
-            if keep_alive.timer.as_mut().poll(cx).is_ready() {
+            while keep_alive.timer.as_mut().poll(cx).is_ready() {
+                let due = keep_alive.last_sent + keep_alive.every;
+                if due > Instant::now() {
+                    // Something was sent since the timer was set: wait from then.
+                    keep_alive.timer.as_mut().reset(due);
+                    continue;
+                }
                 keep_alive.reset();
                 // Register the new deadline's wake-up before returning.
                 let _ = keep_alive.timer.as_mut().poll(cx);
@@ -333,7 +343,9 @@ where
 
 impl KeepAlive {
     fn reset(&mut self) {
-        self.timer.as_mut().reset(Instant::now() + self.every);
+        let now = Instant::now();
+        self.last_sent = now;
+        self.timer.as_mut().reset(now + self.every);
     }
 }
 

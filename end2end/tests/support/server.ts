@@ -43,6 +43,9 @@ export interface ServerOptions {
   port?: number;
 }
 
+/** Kills every server still running when the test worker exits. */
+process.on('exit', () => PulseServer.running.forEach((server) => server.kill()));
+
 /** A Pulse server process on loopback, started for a test. */
 export class PulseServer {
   /** Servers started and not yet stopped (the fixtures stop the ones a test leaves behind). */
@@ -106,7 +109,7 @@ export class PulseServer {
     const server = new PulseServer(port, child, options);
     PulseServer.running.add(server);
     PulseServer.started.push(server);
-    process.once('exit', () => child.kill('SIGKILL'));
+
     const deadline = Date.now() + 15_000;
     while (!(await canConnect(port))) {
       if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}):\n${server.output()}`);
@@ -121,6 +124,11 @@ export class PulseServer {
     PulseServer.running.delete(this);
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     return this.exited;
+  }
+
+  /** Kills the process at once (used when the worker exits). */
+  kill(): void {
+    this.child.kill('SIGKILL');
   }
 
   /** Starts a new server with the same settings on the same port. */

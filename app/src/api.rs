@@ -20,11 +20,15 @@ pub struct CounterSettings {
     pub retry_ms: u32,
 }
 
-/// Reads the counter stream's settings from the server's context.
-#[server(endpoint = "counter_settings")]
-pub async fn get_counter_settings() -> Result<CounterSettings, ServerFnError> {
-    use_context::<CounterSettings>()
-        .ok_or_else(|| ServerFnError::new("the server did not provide its counter settings"))
+impl Default for CounterSettings {
+    /// The original example's stream: 20 messages a second apart, `retry: 15000`.
+    fn default() -> Self {
+        Self {
+            count: 20,
+            interval_ms: 1000,
+            retry_ms: 15_000,
+        }
+    }
 }
 
 /// Why a topic request failed, in words for the reader.
@@ -61,7 +65,7 @@ pub struct TopicMessage {
     pub id: String,
     pub text: String,
     /// When the hub accepted it, in milliseconds since the epoch.
-    pub time_ms: f64,
+    pub time_ms: u64,
     pub members_only: bool,
 }
 
@@ -147,12 +151,15 @@ fn set_cookie(value: &str) {
     }
 }
 
-/// The recent messages and watchers of a topic, and a fresh hub token for the page.
-#[server(endpoint = "topic_snapshot")]
-pub async fn get_topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
+/// The recent messages and watchers of a topic for the page being rendered, which also
+/// gets a fresh hub token (in its cookie) and discovery links.
+#[cfg(feature = "ssr")]
+pub fn topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
     check_topic_name(&name)?;
     let backend = backend()?;
-    let headers = request_headers().await?;
+    let headers = use_context::<http::request::Parts>()
+        .map(|parts| parts.headers)
+        .unwrap_or_default();
     let member = backend.is_member(&headers);
     set_cookie(
         &backend
@@ -182,10 +189,25 @@ pub async fn get_topic_snapshot(name: String) -> Result<TopicSnapshot, TopicErro
     })
 }
 
-/// Topics with recent activity.
-#[server(endpoint = "topics")]
-pub async fn list_topics() -> Result<Vec<TopicSummary>, TopicError> {
+/// Pages render only on the server.
+#[cfg(not(feature = "ssr"))]
+pub fn topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
+    let _ = name;
+    Err(TopicError::Unavailable(
+        "topic pages render on the server".into(),
+    ))
+}
+
+/// Topics with recent activity, for the page being rendered.
+#[cfg(feature = "ssr")]
+pub fn active_topics() -> Result<Vec<TopicSummary>, TopicError> {
     Ok(backend()?.topics(50))
+}
+
+/// Pages render only on the server.
+#[cfg(not(feature = "ssr"))]
+pub fn active_topics() -> Result<Vec<TopicSummary>, TopicError> {
+    Ok(Vec::new())
 }
 
 /// Sends a message to a topic from the composer.

@@ -1,7 +1,12 @@
 //! Pulse's user interface: the HTML shell, the router and every page.
 //!
-//! The same code renders on the server (feature `ssr`) and hydrates in the browser (feature
-//! `hydrate`); browser-only work lives in [`live::event_source`].
+//! Pages render on the server (feature `ssr`). Only the interactive parts are *islands*
+//! (`#[island]`: the counter feed and the topic room) that hydrate in the browser (feature
+//! `hydrate`), so the WebAssembly bundle carries just them, not the router or the static
+//! pages; navigating between pages loads them from the server. Browser-only work lives in
+//! [`live::event_source`].
+
+#![recursion_limit = "256"]
 
 pub mod api;
 #[cfg(feature = "ssr")]
@@ -14,7 +19,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    ParamSegment, SsrMode, StaticSegment,
+    ParamSegment, StaticSegment,
 };
 
 /// The HTML document around [`App`]; only the server renders it.
@@ -26,7 +31,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                <HydrationScripts options islands=true/>
                 <MetaTags/>
             </head>
             <body>
@@ -61,14 +66,10 @@ pub fn App() -> impl IntoView {
             </header>
             <main class="site-main">
                 <Routes fallback=pages::not_found::NotFound>
-                    <Route path=StaticSegment("") view=pages::counter::CounterPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("") view=pages::counter::CounterPage/>
                     <Route path=StaticSegment("about") view=pages::about::AboutPage/>
                     <Route path=StaticSegment("topics") view=pages::topics::TopicsPage/>
-                    <Route
-                        path=(StaticSegment("topics"), ParamSegment("name"))
-                        view=pages::topic::TopicPage
-                        ssr=SsrMode::Async
-                    />
+                    <Route path=(StaticSegment("topics"), ParamSegment("name")) view=pages::topic::TopicPage/>
                 </Routes>
             </main>
             <footer class="site-footer">

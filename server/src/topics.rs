@@ -42,7 +42,7 @@ impl TopicBackend for HubBackend {
             .map(|update| TopicMessage {
                 id: update.id.to_string(),
                 text: update.data.to_string(),
-                time_ms: update.accepted_ms as f64,
+                time_ms: update.accepted_ms,
                 members_only: update.private,
             })
             .collect();

@@ -1,11 +1,14 @@
 //! The form that sends a message to a topic.
 
-use leptos::{html, prelude::*};
+use leptos::{ev::SubmitEvent, html, prelude::*, server_fn::ServerFn, task::spawn_local};
 
-use crate::api::{PostMessage, MAX_MESSAGE_CHARS};
+use crate::{
+    api::{PostMessage, MAX_MESSAGE_CHARS},
+    live::post::post_form,
+};
 
-/// Sends a message through the `post_message` server function; errors show in the form.
-/// Without WebAssembly it still works as a plain form post.
+/// Sends a message to the `post_message` server function; errors show in the form. Without
+/// WebAssembly it is a plain form post to the same function.
 #[component]
 pub fn Composer(
     /// The topic's name.
@@ -14,28 +17,52 @@ pub fn Composer(
     #[prop(into)]
     member: Signal<bool>,
 ) -> impl IntoView {
-    let action = ServerAction::<PostMessage>::new();
     let form = NodeRef::<html::Form>::new();
+    let text = NodeRef::<html::Textarea>::new();
+    let members_only = NodeRef::<html::Input>::new();
     let length = RwSignal::new(0usize);
-    Effect::new(move |_| {
-        if let Some(Ok(_)) = action.value().get() {
-            if let Some(form) = form.get() {
-                form.reset();
-                length.set(0);
+    let pending = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let topic_field = topic.clone();
+    let on_submit = move |event: SubmitEvent| {
+        event.prevent_default();
+        let (Some(text_input), Some(members_input)) =
+            (text.get_untracked(), members_only.get_untracked())
+        else {
+            return;
+        };
+        let message = text_input.value();
+        let private = members_input.checked();
+        let topic = topic.clone();
+        pending.set(true);
+        spawn_local(async move {
+            let mut fields = vec![("topic", topic.as_str()), ("text", message.as_str())];
+            if private {
+                fields.push(("members_only", "on"));
             }
-        }
-    });
-    let error = move || {
-        action
-            .value()
-            .get()
-            .and_then(Result::err)
-            .map(|error| error.to_string())
+            match post_form(PostMessage::PATH, &fields).await {
+                Ok(_) => {
+                    if let Some(form) = form.get_untracked() {
+                        form.reset();
+                    }
+                    length.set(0);
+                    error.set(None);
+                }
+                Err(failure) => error.set(Some(failure.to_string())),
+            }
+            pending.set(false);
+        });
     };
-    let pending = action.pending();
     view! {
-        <ActionForm action node_ref=form attr:class="composer" attr:aria-label="Send a message">
-            <input type="hidden" name="topic" value=topic/>
+        <form
+            method="post"
+            action=PostMessage::PATH
+            class="composer"
+            aria-label="Send a message"
+            node_ref=form
+            on:submit=on_submit
+        >
+            <input type="hidden" name="topic" value=topic_field/>
             <label for="composer-text" class="visually-hidden">"Message"</label>
             <textarea
                 id="composer-text"
@@ -44,23 +71,24 @@ pub fn Composer(
                 maxlength=MAX_MESSAGE_CHARS
                 placeholder="Write a message…"
                 required
+                node_ref=text
                 on:input=move |event| length.set(event_target_value(&event).chars().count())
             ></textarea>
             <div class="composer-row">
                 <label class="check" class:disabled=move || !member.get()>
-                    <input type="checkbox" name="members_only" value="on" disabled=move || !member.get()/>
+                    <input type="checkbox" name="members_only" value="on" node_ref=members_only disabled=move || !member.get()/>
                     " Members only"
                 </label>
                 <span class="composer-count" aria-live="off">
                     {move || format!("{} / {MAX_MESSAGE_CHARS}", length.get())}
                 </span>
-                <button type="submit" class="button" disabled=pending>
+                <button type="submit" class="button" disabled=move || pending.get()>
                     {move || if pending.get() { "Sending…" } else { "Send" }}
                 </button>
             </div>
-            <Show when=move || error().is_some()>
-                <p class="form-error" role="alert" data-testid="composer-error">{error}</p>
+            <Show when=move || error.get().is_some()>
+                <p class="form-error" role="alert" data-testid="composer-error">{move || error.get()}</p>
             </Show>
-        </ActionForm>
+        </form>
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod event_source;
 pub mod model;
+pub mod post;
 pub mod time;
 
 pub use event_source::{use_event_source, Flow, SseMessage};

@@ -75,7 +75,7 @@ pub fn format_delay(ms: u32) -> String {
     } else if ms % 1000 == 0 {
         format!("{} s", ms / 1000)
     } else {
-        format!("{:.1} s", f64::from(ms) / 1000.0)
+        format!("{}.{} s", ms / 1000, ms % 1000 / 100)
     }
 }
 
@@ -91,7 +91,7 @@ pub struct FeedItem {
     /// Whether this item marks the end of the stream.
     pub is_end: bool,
     /// When the server accepted it (milliseconds since the epoch), if known.
-    pub time_ms: Option<f64>,
+    pub time_ms: Option<u64>,
     /// Whether only members could read it.
     pub members_only: bool,
 }
@@ -101,7 +101,7 @@ pub struct FeedItem {
 pub struct NewItem {
     pub id: Option<String>,
     pub text: String,
-    pub time_ms: Option<f64>,
+    pub time_ms: Option<u64>,
     pub members_only: bool,
 }
 

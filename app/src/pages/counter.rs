@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::{
-    api::{get_counter_settings, CounterSettings},
+    api::CounterSettings,
     components::{ConnectionStatus, FeedList},
     live::{format_delay, use_event_source, Feed, Flow},
 };
@@ -12,29 +12,15 @@ use crate::{
 /// The most messages the page keeps on screen; older ones are counted.
 const MAX_SHOWN: u32 = 500;
 
-/// The counter demo page.
+/// The counter demo page, rendered on the server; the feed is an island.
 #[component]
 pub fn CounterPage() -> impl IntoView {
-    let settings = Resource::new(|| (), |()| get_counter_settings());
+    let settings = use_context::<CounterSettings>().unwrap_or_default();
     view! {
         <Title text="Live counter"/>
         <section class="card">
             <h1>"Live counter"</h1>
-            <Suspense fallback=|| view! { <p class="lede">"Loading the stream…"</p> }>
-                {move || Suspend::new(async move {
-                    match settings.await {
-                        Ok(settings) => view! { <CounterFeed settings/> }.into_any(),
-                        Err(error) => {
-                            view! {
-                                <p class="error" role="alert">
-                                    {format!("The stream's settings could not be loaded: {error}")}
-                                </p>
-                            }
-                                .into_any()
-                        }
-                    }
-                })}
-            </Suspense>
+            <CounterFeed settings/>
         </section>
         <section class="card card-secondary">
             <h2>"Broadcast topics"</h2>
@@ -54,7 +40,7 @@ pub fn CounterPage() -> impl IntoView {
 }
 
 /// Subscribes to `/stream` and shows its messages, progress and connection state.
-#[component]
+#[island]
 fn CounterFeed(settings: CounterSettings) -> impl IntoView {
     let feed = RwSignal::new(Feed::new(
         (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize

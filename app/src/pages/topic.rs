@@ -6,15 +6,16 @@
 
 use std::collections::BTreeSet;
 
-use leptos::{html, prelude::*};
+use leptos::{html, prelude::*, server_fn::ServerFn, task::spawn_local};
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 use serde::Deserialize;
 
 use crate::{
-    api::{get_topic_snapshot, topic_iri, SetMembership, TopicSnapshot, TOPIC_PAGE_MESSAGES},
+    api::{topic_iri, topic_snapshot, SetMembership, TopicSnapshot, TOPIC_PAGE_MESSAGES},
     components::{Composer, ConnectionStatus, FeedList},
     live::{
+        post::post_form,
         time::{now_millis, uuid_v7_millis},
         use_event_source, ConnectionState, Feed, Flow, NewItem,
     },
@@ -26,38 +27,29 @@ const HEALTH_TOPIC: &str = "/.well-known/mercure/health";
 /// The reconnect delay the hub leaves to the browser (Chrome waits about 3 s).
 const BROWSER_RETRY_MS: u32 = 3000;
 
-/// `/topics/{name}`.
+/// `/topics/{name}`, rendered on the server; the room is an island.
 #[component]
 pub fn TopicPage() -> impl IntoView {
     let params = use_params_map();
-    let name = move || params.read().get("name").unwrap_or_default();
-    let snapshot = Resource::new(name, get_topic_snapshot);
-    let membership = ServerAction::<SetMembership>::new();
-    Effect::new(move |_| {
-        if let Some(Ok(_)) = membership.value().get() {
-            snapshot.refetch();
+    let name = params.read_untracked().get("name").unwrap_or_default();
+    match topic_snapshot(name) {
+        Ok(snapshot) => view! {
+            <Title text=format!("#{}", snapshot.topic)/>
+            <TopicRoom snapshot/>
         }
-    });
-    view! {
-        <Transition fallback=|| view! { <section class="card"><p class="lede">"Loading the topic…"</p></section> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <TopicRoom snapshot membership/> }.into_any(),
-                    Err(error) => {
-                        crate::api::set_not_found_status();
-                        view! {
-                            <Title text="Topic not found"/>
-                            <section class="card">
-                                <h1>"Topic not available"</h1>
-                                <p class="error" role="alert">{error.to_string()}</p>
-                                <p><a href="/topics">"See all topics"</a></p>
-                            </section>
-                        }
-                            .into_any()
-                    }
-                }
-            })}
-        </Transition>
+        .into_any(),
+        Err(error) => {
+            crate::api::set_not_found_status();
+            view! {
+                <Title text="Topic not found"/>
+                <section class="card">
+                    <h1>"Topic not available"</h1>
+                    <p class="error" role="alert">{error.to_string()}</p>
+                    <p><a href="/topics">"See all topics"</a></p>
+                </section>
+            }
+            .into_any()
+        }
     }
 }
 
@@ -75,8 +67,9 @@ struct HubEvent {
     state: String,
 }
 
-#[component]
-fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -> impl IntoView {
+/// The live part of a topic page: the feed, watchers, membership and composer.
+#[island]
+fn TopicRoom(snapshot: TopicSnapshot) -> impl IntoView {
     let TopicSnapshot {
         topic,
         messages,
@@ -85,6 +78,21 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
         cursor,
         member,
     } = snapshot;
+    let pending = RwSignal::new(false);
+    let change_membership = move |_| {
+        pending.set(true);
+        spawn_local(async move {
+            let value = if member { "false" } else { "true" };
+            if post_form(SetMembership::PATH, &[("member", value)])
+                .await
+                .is_ok()
+            {
+                // A new token changes what the hub sends: load the page again with it.
+                reload_page();
+            }
+            pending.set(false);
+        });
+    };
     let mut initial = Feed::new(TOPIC_PAGE_MESSAGES);
     initial.count_evicted(u64::from(older));
     for message in messages {
@@ -169,9 +177,15 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
         1 => "1 watching".to_owned(),
         n => format!("{n} watching"),
     };
-    let pending = membership.pending();
+    let (membership_note, membership_action) = if member {
+        (
+            "You are a member: members-only messages are shown.",
+            "Leave",
+        )
+    } else {
+        ("Members-only messages are hidden.", "Join as a member")
+    };
     view! {
-        <Title text=format!("#{topic}")/>
         <section class="card topic">
             <header class="topic-head">
                 <div>
@@ -184,23 +198,14 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
                 </div>
             </header>
             <div class="membership" data-testid="membership">
-                {if member {
-                    view! {
-                        <span>"You are a member: members-only messages are shown."</span>
-                        <button class="link-button" disabled=pending on:click=move |_| { membership.dispatch(SetMembership { member: false }); }>
-                            "Leave"
-                        </button>
-                    }
-                        .into_any()
-                } else {
-                    view! {
-                        <span>"Members-only messages are hidden."</span>
-                        <button class="link-button" disabled=pending on:click=move |_| { membership.dispatch(SetMembership { member: true }); }>
-                            "Join as a member"
-                        </button>
-                    }
-                        .into_any()
-                }}
+                <span>{membership_note}</span>
+                <button
+                    class="link-button"
+                    disabled=move || pending.get()
+                    on:click=change_membership
+                >
+                    {membership_action}
+                </button>
             </div>
             <Show when=move || degraded.get()>
                 <p class="banner-warn" data-testid="degraded">
@@ -220,6 +225,18 @@ fn TopicRoom(snapshot: TopicSnapshot, membership: ServerAction<SetMembership>) -
         </section>
     }
 }
+
+/// Loads the page again (after the reader joined or left the members).
+#[cfg(feature = "hydrate")]
+fn reload_page() {
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().reload();
+    }
+}
+
+/// Only the browser reloads pages.
+#[cfg(not(feature = "hydrate"))]
+fn reload_page() {}
 
 /// The hub URL a topic page subscribes to: the topic's messages and its subscription
 /// events, from `cursor`.

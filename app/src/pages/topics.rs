@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::{components::Redirect, hooks::use_query_map};
 
-use crate::api::{check_topic_name, list_topics};
+use crate::api::{active_topics, check_topic_name};
 
 /// Topics every visitor is offered.
 pub const SUGGESTED: [&str; 3] = ["general", "random", "announcements"];
@@ -20,7 +20,7 @@ pub fn TopicsPage() -> impl IntoView {
             .map(|name| name.trim().to_ascii_lowercase())
             .filter(|name| check_topic_name(name).is_ok())
     };
-    let topics = Resource::new(|| (), |()| list_topics());
+    let topics = active_topics();
     view! {
         <Title text="Topics"/>
         {move || open().map(|name| view! { <Redirect path=format!("/topics/{name}")/> })}
@@ -39,36 +39,32 @@ pub fn TopicsPage() -> impl IntoView {
                     .collect_view()}
             </ul>
             <h2>"Active now"</h2>
-            <Suspense fallback=|| view! { <p class="lede">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match topics.await {
-                        Ok(list) if list.is_empty() => {
-                            view! { <p class="feed-empty">"No activity yet."</p> }.into_any()
-                        }
-                        Ok(list) => {
-                            view! {
-                                <ul class="topic-list" data-testid="active-topics">
-                                    {list
-                                        .into_iter()
-                                        .map(|topic| {
-                                            view! {
-                                                <li>
-                                                    <a href=format!("/topics/{}", topic.name)>{format!("#{}", topic.name)}</a>
-                                                    <span class="topic-stats">
-                                                        {format!("{} messages · {} watching", topic.messages, topic.watchers)}
-                                                    </span>
-                                                </li>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </ul>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+            {match topics {
+                Ok(list) if list.is_empty() => {
+                    view! { <p class="feed-empty">"No activity yet."</p> }.into_any()
+                }
+                Ok(list) => {
+                    view! {
+                        <ul class="topic-list" data-testid="active-topics">
+                            {list
+                                .into_iter()
+                                .map(|topic| {
+                                    view! {
+                                        <li>
+                                            <a href=format!("/topics/{}", topic.name)>{format!("#{}", topic.name)}</a>
+                                            <span class="topic-stats">
+                                                {format!("{} messages · {} watching", topic.messages, topic.watchers)}
+                                            </span>
+                                        </li>
+                                    }
+                                })
+                                .collect_view()}
+                        </ul>
                     }
-                })}
-            </Suspense>
+                        .into_any()
+                }
+                Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+            }}
         </section>
     }
 }

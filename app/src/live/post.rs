@@ -1,0 +1,82 @@
+//! Sending a form to one of the server's functions from the browser, with `fetch`.
+//!
+//! The forms on the pages post to the server functions' URLs, so they work before (or
+//! without) WebAssembly; in the browser they are sent with `fetch` instead, so the page
+//! stays and shows the outcome. This is a few lines of `fetch`, not the generic
+//! server-function client, which would add tens of kilobytes to the page's WASM.
+
+use crate::api::TopicError;
+
+/// Posts `fields` form-encoded to `url`; returns the answer's body (JSON) or the server
+/// function's error.
+#[cfg(feature = "hydrate")]
+pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> Result<String, TopicError> {
+    use wasm_bindgen::{JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+
+    let transport = |what: &str| TopicError::Transport(what.to_owned());
+    let body = fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(&body));
+    let headers = web_sys::Headers::new().map_err(|_| transport("cannot build headers"))?;
+    let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
+    let _ = headers.set("Accept", "application/json");
+    init.set_headers(&headers);
+    let window = web_sys::window().ok_or_else(|| transport("no window"))?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(|_| transport("the network request failed"))?
+        .dyn_into()
+        .map_err(|_| transport("no response"))?;
+    let text = JsFuture::from(response.text().map_err(|_| transport("no body"))?)
+        .await
+        .ok()
+        .and_then(|text| text.as_string())
+        .unwrap_or_default();
+    if response.ok() {
+        Ok(text)
+    } else {
+        Err(serde_json::from_str::<TopicError>(&text)
+            .unwrap_or_else(|_| transport(&format!("the server answered {}", response.status()))))
+    }
+}
+
+/// Off the browser nothing is sent.
+#[cfg(not(feature = "hydrate"))]
+pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> Result<String, TopicError> {
+    let _ = (url, fields);
+    Err(TopicError::Transport(
+        "forms are sent from the browser".into(),
+    ))
+}
+
+/// Percent-encodes everything but `A-Z a-z 0-9 - _ . ~` (as `application/x-www-form-urlencoded` allows).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte & 15)]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_a_form() {
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(encode("safe-_.~09AZaz"), "safe-_.~09AZaz");
+    }
+}

@@ -23,7 +23,7 @@ use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 
 use crate::{
     config::Config,
@@ -138,16 +138,20 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             state.request_timeout,
         ));
-    let streams = Router::new()
-        .route("/stream", get(counter::stream))
-        .merge(hub::http::router(&state.hub));
-    let router = streams.merge(pages).with_state(state.clone());
-    let router = if state.compression {
-        router.layer(CompressionLayer::new())
+    let pages = if state.compression {
+        pages.layer(CompressionLayer::new())
     } else {
-        router
+        pages
     };
-    router.layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+    let pages = pages.layer(telemetry::trace_layer());
+    // Streams stay outside the page layers: no time limit, no compression, no request span
+    // kept for the stream's lifetime; each layer would also make every open stream's
+    // response body larger.
+    Router::new()
+        .route("/stream", get(counter::stream))
+        .merge(hub::http::router(&state.hub))
+        .merge(pages)
+        .with_state(state)
 }
 
 /// Why the server could not start.

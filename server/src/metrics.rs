@@ -145,6 +145,7 @@ const FLUSH_EVERY: u32 = 32;
 impl StreamTracker {
     /// Counts a new stream; `resumed` when it continues from a `Last-Event-ID`.
     pub fn start(metrics: Arc<StreamMetrics>, resumed: bool) -> Self {
+        tracing::debug!(resumed, "stream opened");
         metrics.open.fetch_add(1, Relaxed);
         metrics.started.fetch_add(1, Relaxed);
         if resumed {

@@ -132,7 +132,9 @@ pub async fn serve(
                                 stream_conn::serve(guarded.inner, request, router, stall_timeout)
                                     .await;
                             }
-                            None => connection.serve(guarded).await,
+                            // Boxed: hyper's connection state is large, and this task should
+                            // only be that large for connections that need it.
+                            None => Box::pin(connection.serve(guarded)).await,
                         },
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "connection failed"),
                         Err(_) => tracing::debug!(%peer, "no request before the header timeout"),

@@ -100,7 +100,8 @@ pub async fn serve(
         tracing::debug!(%error, "connection lost before the request was read");
         return;
     }
-    let response = match router.oneshot(request.request).await {
+    // Boxed: the router's future is large and only needed until the response head exists.
+    let response = match Box::pin(router.oneshot(request.request)).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
@@ -129,25 +130,7 @@ async fn respond(
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let known_length = parts.headers.get(header::CONTENT_LENGTH).is_some();
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if !known_length {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
+    let head = response_head(parts, known_length);
     write_all(stream, &mut [IoSlice::new(&head)], stall_timeout).await?;
     drop(head);
 
@@ -188,6 +171,31 @@ async fn respond(
             }
         }
     }
+}
+
+/// The response head: status line, headers, and chunked framing unless the length is known;
+/// the connection closes after the response.
+fn response_head(parts: http::response::Parts, known_length: bool) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !known_length {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 async fn write_chunk(stream: &TcpStream, data: &Bytes, stall_timeout: Duration) -> io::Result<()> {

@@ -32,11 +32,31 @@ pub fn init(config: &Config) -> Result<(), TelemetryError> {
 
 /// The span of one HTTP request: method, path and version. The query string is left out,
 /// since it may carry credentials.
+///
+/// Event streams get no request span: a span lives as long as its response, and tens of
+/// thousands of open streams would each keep one in memory. Streams log their own start and
+/// end (at debug level) instead.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    if request.method() == http::Method::GET && (path == "/stream" || path == crate::hub::HUB_PATH)
+    {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         version = ?request.version(),
     )
+}
+
+/// The request-logging layer built by [`trace_layer`].
+pub type TraceLayer = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&http::Request<axum::body::Body>) -> tracing::Span,
+>;
+
+/// The request-logging layer: one span a request, built by [`request_span`].
+pub fn trace_layer() -> TraceLayer {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span::<axum::body::Body>)
 }

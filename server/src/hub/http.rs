@@ -14,7 +14,7 @@ use axum::{
     extract::{DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
 use bytes::BytesMut;
@@ -46,8 +46,10 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// The hub's routes.
 pub fn router(service: &HubService) -> Router<AppState> {
     let body_limit = service.limits.max_update_bytes * 3 + 64 * 1024;
-    let router = Router::new()
-        .route(HUB_PATH, get(subscribe).post(publish))
+    let trace = crate::telemetry::trace_layer;
+    // The subscriptions API and metadata are logged like pages; subscribing is not (a
+    // stream would keep its request span for its whole life).
+    let api = Router::new()
         .route(SUBSCRIPTIONS_PATH, get(list_all))
         .route(
             &format!("{SUBSCRIPTIONS_PATH}/{{first}}"),
@@ -62,6 +64,10 @@ pub fn router(service: &HubService) -> Router<AppState> {
             get(show_subscription),
         )
         .route(METADATA_PATH, get(metadata))
+        .route_layer(trace());
+    let router = Router::new()
+        .route(HUB_PATH, get(subscribe).merge(post(publish).layer(trace())))
+        .merge(api)
         .layer(DefaultBodyLimit::max(body_limit));
     match cors(&service.cors_origins) {
         Some(cors) => router.layer(cors),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{
     http1,
     jwt::{self, Action, MercureClaims},
-    protocol::{Tracking, WorkerSpec},
+    protocol::{SubscribeTarget, Tracking, WorkerSpec},
     publisher::{Api, PublishPlan},
     sse::DEFAULT_MAX_EVENT_BYTES,
     target::{expand_topic, Target, TargetError},
@@ -32,6 +32,8 @@ pub const MIN_RATE: f64 = 0.001;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Most connections to an IPv6 target (one source address, one ephemeral port range).
 pub const MAX_IPV6_CONNECTIONS: usize = 25_000;
+/// Most `--subscribe-url`s in one run.
+pub const MAX_SUBSCRIBE_URLS: usize = 64;
 
 const AFTER_HELP: &str = "\
 Targets must be on this machine: 127.0.0.0/8, [::1] or localhost.
@@ -88,9 +90,10 @@ pub enum Command {
 /// The flags of a run.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Event-stream URL to subscribe to; `{topic}` is replaced by --topic.
+    /// Event-stream URL to subscribe to; `{topic}` is replaced by --topic. Repeat it to
+    /// spread the connections round-robin over several URLs (e.g. several instances).
     #[arg(long, value_name = "URL", required = true)]
-    pub subscribe_url: Option<String>,
+    pub subscribe_url: Vec<String>,
 
     /// Concurrent subscriptions to open.
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -241,8 +244,9 @@ pub enum ConfigError {
 /// A checked run.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Where to subscribe.
-    pub subscribe: Target,
+    /// Where to subscribe: connection `i` goes to `subscribe[i % subscribe.len()]`; never
+    /// empty.
+    pub subscribe: Vec<Target>,
     /// Extra subscribe headers.
     pub subscribe_headers: Vec<(String, String)>,
     /// Connections in the run.
@@ -282,8 +286,10 @@ pub struct Plan {
 /// The parameters of a run as the results record them (secrets left out).
 #[derive(Debug, Clone, Serialize)]
 pub struct Params {
-    /// Subscribe URL.
+    /// Subscribe URL (the first one).
     pub subscribe_url: String,
+    /// Every subscribe URL, in the round-robin order.
+    pub subscribe_urls: Vec<String>,
     /// Names of extra subscribe headers.
     pub subscribe_header_names: Vec<String>,
     /// Connections.
@@ -372,12 +378,31 @@ impl RunArgs {
             )));
         }
 
-        let subscribe_url = self
+        if self.subscribe_url.is_empty() {
+            return Err(ConfigError::Conflict("--subscribe-url is required".into()));
+        }
+        check_range(
+            "subscribe-url (count)",
+            self.subscribe_url.len(),
+            1,
+            MAX_SUBSCRIBE_URLS,
+        )?;
+        let subscribe = self
             .subscribe_url
-            .as_deref()
-            .ok_or_else(|| ConfigError::Conflict("--subscribe-url is required".into()))?;
-        let subscribe = Target::parse(&expand_topic(subscribe_url, &self.topic))?;
-        if subscribe.addr.is_ipv6() && self.connections > MAX_IPV6_CONNECTIONS {
+            .iter()
+            .map(|url| Target::parse(&expand_topic(url, &self.topic)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = &subscribe[0];
+        // Source addresses are of one family: so must every target be.
+        if subscribe
+            .iter()
+            .any(|target| target.addr.is_ipv6() != first.addr.is_ipv6())
+        {
+            return Err(ConfigError::Conflict(
+                "--subscribe-url: mixing IPv4 and IPv6 targets is not supported".into(),
+            ));
+        }
+        if first.addr.is_ipv6() && self.connections > MAX_IPV6_CONNECTIONS {
             return Err(ConfigError::Conflict(format!(
                 "an IPv6 target has one source address: at most {MAX_IPV6_CONNECTIONS} connections"
             )));
@@ -385,7 +410,7 @@ impl RunArgs {
         if let Some(count) = self.source_addrs {
             check_range("source-addrs", count, 1, crate::target::MAX_SOURCE_ADDRS)?;
         }
-        let source_addrs = subscribe.source_addrs(self.connections, self.source_addrs);
+        let source_addrs = first.source_addrs(self.connections, self.source_addrs);
         let mut subscribe_headers = parse_headers(&self.headers)?;
 
         let tracking = match (self.api, self.expect_sequential_ids) {
@@ -509,10 +534,19 @@ impl Plan {
 
     /// The spec of every worker.
     pub fn worker_specs(&self, start_unix_ns: u64, deadline_unix_ns: u64) -> Vec<WorkerSpec> {
-        let mut request = Vec::new();
-        http1::write_get(&mut request, &self.subscribe, &self.subscribe_headers);
-        // Headers were checked to be ASCII, so this is lossless.
-        let request = String::from_utf8_lossy(&request).into_owned();
+        let targets: Vec<SubscribeTarget> = self
+            .subscribe
+            .iter()
+            .map(|target| {
+                let mut request = Vec::new();
+                http1::write_get(&mut request, target, &self.subscribe_headers);
+                SubscribeTarget {
+                    addr: target.addr,
+                    // Headers were checked to be ASCII, so this is lossless.
+                    request: String::from_utf8_lossy(&request).into_owned(),
+                }
+            })
+            .collect();
         let workers = self.workers();
         (0..workers)
             .map(|index| WorkerSpec {
@@ -522,8 +556,7 @@ impl Plan {
                 ramp_rate: self.ramp_rate,
                 start_unix_ns,
                 deadline_unix_ns,
-                target: self.subscribe.addr,
-                request: request.clone(),
+                targets: targets.clone(),
                 source_addrs: self.source_addrs.clone(),
                 tracking: self.tracking,
                 connect_timeout_ms: u64::try_from(self.connect_timeout.as_millis())
@@ -539,7 +572,16 @@ impl Plan {
             |headers: &[(String, String)]| headers.iter().map(|(name, _)| name.clone()).collect();
         let publish = self.publish.as_ref();
         Params {
-            subscribe_url: self.subscribe.url.clone(),
+            subscribe_url: self
+                .subscribe
+                .first()
+                .map(|target| target.url.clone())
+                .unwrap_or_default(),
+            subscribe_urls: self
+                .subscribe
+                .iter()
+                .map(|target| target.url.clone())
+                .collect(),
             subscribe_header_names: names(&self.subscribe_headers),
             connections: self.connections,
             ramp_rate: self.ramp_rate,
@@ -660,7 +702,10 @@ mod tests {
         assert_eq!(plan.source_addrs.len(), 2);
         let specs = plan.worker_specs(1, 2);
         assert_eq!(specs.len(), 3);
-        assert!(specs[2].request.starts_with("GET /stream HTTP/1.1\r\n"));
+        assert_eq!(specs[2].targets.len(), 1);
+        assert!(specs[2].targets[0]
+            .request
+            .starts_with("GET /stream HTTP/1.1\r\n"));
         assert_eq!(plan.duration, Duration::from_secs(25));
     }
 
@@ -679,7 +724,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            plan.subscribe.path_and_query,
+            plan.subscribe[0].path_and_query,
             "/.well-known/mercure?match=https%3A%2F%2Fexample.com%2Fa%20b"
         );
         assert_eq!(plan.tracking, Tracking::Published);
@@ -763,6 +808,68 @@ mod tests {
         }
         let ipv6 = parse(&["--subscribe-url", "http://[::1]:1/", "-c", "30000"]);
         assert!(ipv6.is_err());
+    }
+
+    #[test]
+    fn several_subscribe_urls_are_used_round_robin() {
+        let plan = parse(&[
+            "--subscribe-url",
+            "http://127.0.0.1:3001/.well-known/mercure?match={topic}",
+            "--subscribe-url",
+            "http://127.0.0.1:3002/.well-known/mercure?match={topic}",
+            "--api",
+            "mercure",
+            "--publish-url",
+            "http://127.0.0.1:3001/.well-known/mercure",
+            "--topic",
+            "t",
+            "-c",
+            "39800",
+        ])
+        .unwrap();
+        assert_eq!(plan.subscribe.len(), 2);
+        assert_eq!(plan.source_addrs.len(), 2);
+        let specs = plan.worker_specs(1, 2);
+        assert_eq!(specs.len(), 3);
+        for spec in &specs {
+            assert_eq!(spec.targets.len(), 2);
+            assert_eq!(spec.targets[0].addr.port(), 3001);
+            assert_eq!(spec.targets[1].addr.port(), 3002);
+            assert!(spec.targets[1]
+                .request
+                .contains("\r\nHost: 127.0.0.1:3002\r\n"));
+            assert!(spec.targets[1]
+                .request
+                .starts_with("GET /.well-known/mercure?match=t HTTP/1.1\r\n"));
+        }
+        // Connection i goes to URL i % 2, whichever worker opens it.
+        let slots: Vec<usize> = (0..6)
+            .map(|index| specs[index % 3].target_slot(index))
+            .collect();
+        assert_eq!(slots, [0, 1, 0, 1, 0, 1]);
+        let params = plan.params();
+        assert_eq!(params.subscribe_url, plan.subscribe[0].url);
+        assert_eq!(params.subscribe_urls.len(), 2);
+
+        // Each URL is checked like the first.
+        assert!(matches!(
+            parse(&[
+                "--subscribe-url",
+                "http://127.0.0.1:1/s",
+                "--subscribe-url",
+                "http://10.0.0.1:1/s",
+            ]),
+            Err(ConfigError::Target(TargetError::NotLoopback { .. }))
+        ));
+        assert!(matches!(
+            parse(&[
+                "--subscribe-url",
+                "http://127.0.0.1:1/s",
+                "--subscribe-url",
+                "http://[::1]:1/s",
+            ]),
+            Err(ConfigError::Conflict(_))
+        ));
     }
 
     #[test]

@@ -90,10 +90,9 @@ pub struct WorkerSpec {
     pub start_unix_ns: u64,
     /// When the worker stops by itself if no `Stop` came, nanoseconds since the Unix epoch.
     pub deadline_unix_ns: u64,
-    /// Where to connect.
-    pub target: SocketAddr,
-    /// The request, sent as is on every connection.
-    pub request: String,
+    /// Where to subscribe: connection `i` of the run goes to `targets[i % targets.len()]`
+    /// (one entry unless `--subscribe-url` was given several times).
+    pub targets: Vec<SubscribeTarget>,
     /// Source addresses; connection `i` binds to `source_addrs[i % len]`.
     pub source_addrs: Vec<IpAddr>,
     /// What to check.
@@ -102,6 +101,23 @@ pub struct WorkerSpec {
     pub connect_timeout_ms: u64,
     /// Longest line or event accepted.
     pub max_event_bytes: usize,
+}
+
+/// One subscribe URL as a worker uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeTarget {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The request, sent as is on every connection to `addr`.
+    pub request: String,
+}
+
+impl WorkerSpec {
+    /// Which of `targets` connection `index` of the run goes to: round-robin by its number
+    /// in the whole run, so that every worker spreads its share evenly too.
+    pub fn target_slot(&self, index: usize) -> usize {
+        index % self.targets.len().max(1)
+    }
 }
 
 /// Connection counts.

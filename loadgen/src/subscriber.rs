@@ -135,12 +135,17 @@ async fn open(
     ctx: &WorkerContext,
 ) -> Result<(TcpStream, ResponseHead, Vec<u8>), String> {
     let spec = &ctx.spec;
-    let socket = match spec.target {
+    let slot = spec.target_slot(index);
+    let (Some(target), Some(request)) = (spec.targets.get(slot), ctx.requests.get(slot)) else {
+        return Err("no subscribe target".to_owned());
+    };
+    let target = target.addr;
+    let socket = match target {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|error| io_reason("socket", &error))?;
-    if spec.target.is_ipv4() && !spec.source_addrs.is_empty() {
+    if target.is_ipv4() && !spec.source_addrs.is_empty() {
         let source = spec.source_addrs[index % spec.source_addrs.len()];
         // Let connect() pick the port, unique per destination, rather than bind() picking
         // one unique per source address: the kernel hint for bind-before-connect.
@@ -150,11 +155,11 @@ async fn open(
             .map_err(|error| io_reason("bind", &error))?;
     }
     let mut stream = socket
-        .connect(spec.target)
+        .connect(target)
         .await
         .map_err(|error| io_reason("connect", &error))?;
     stream
-        .write_all(&ctx.request)
+        .write_all(request)
         .await
         .map_err(|error| io_reason("write", &error))?;
     let mut buf = Vec::with_capacity(1024);

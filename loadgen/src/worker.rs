@@ -62,7 +62,8 @@ pub(crate) struct ConnRecord {
 /// State shared by a worker's connections.
 pub(crate) struct WorkerContext {
     pub spec: WorkerSpec,
-    pub request: Vec<u8>,
+    /// The request for each of `spec.targets`, as bytes.
+    pub requests: Vec<Vec<u8>>,
     pub stop: CancellationToken,
     pub live: RefCell<Live>,
     /// The publisher's log as received so far.
@@ -193,7 +194,11 @@ fn instant_at(unix_ns: u64) -> Instant {
 impl WorkerContext {
     fn new(spec: WorkerSpec) -> Result<Self, StatsError> {
         Ok(Self {
-            request: spec.request.clone().into_bytes(),
+            requests: spec
+                .targets
+                .iter()
+                .map(|target| target.request.clone().into_bytes())
+                .collect(),
             spec,
             stop: CancellationToken::new(),
             live: RefCell::new(Live {

@@ -312,6 +312,35 @@ fn publishes_and_measures_fan_out() {
 }
 
 #[test]
+fn spreads_connections_over_several_subscribe_urls() {
+    // Two servers whose streams differ in length, so the counts say who served whom.
+    let (a, b) = (start_server(), start_server());
+    let url_a = format!("http://{a}/count?n=3&interval_ms=5");
+    let url_b = format!("http://{b}/count?n=5&interval_ms=5");
+    let report = run(&[
+        "--subscribe-url",
+        &url_a,
+        "--subscribe-url",
+        &url_b,
+        "-c",
+        "6",
+        "-d",
+        "5s",
+        "--expect-sequential-ids",
+    ]);
+    assert_eq!(report.run.stop_reason, "all_streams_ended");
+    assert_eq!(report.connections.established, 6);
+    // Round-robin: connections 0, 2, 4 to A (3 ticks), 1, 3, 5 to B (5 ticks).
+    assert_eq!(report.events.by_type["tick"], 3 * 3 + 3 * 5);
+    assert_eq!(report.events.by_type["end_event"], 6);
+    assert_eq!(report.events.per_connection.min, 4);
+    assert_eq!(report.events.per_connection.max, 6);
+    assert_eq!(report.sequence.counts.owed, 3 * 3 + 3 * 5);
+    assert_eq!(report.sequence.counts.missing, 0);
+    assert_eq!(report.params.subscribe_urls, [url_a, url_b]);
+}
+
+#[test]
 fn failed_publishes_are_not_owed() {
     let addr = start_server();
     let subscribe = format!("http://{addr}/subscribe?topic=t");

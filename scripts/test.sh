@@ -13,13 +13,13 @@ step "Formatting"
 cargo fmt --all -- --check
 
 # Checked apart: a --workspace build would unify the app's `ssr` and `hydrate` features.
-step "Clippy: server and load generator"
-cargo clippy --locked -p server -p app -p loadgen --all-targets -- -D warnings
+step "Clippy: server, load generator and benchmark"
+cargo clippy --locked -p server -p app -p loadgen -p bench --all-targets -- -D warnings
 step "Clippy: WASM frontend"
 cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 step "Rust tests"
-cargo test --locked -p app -p server -p loadgen
+cargo test --locked -p app -p server -p loadgen -p bench
 
 for profile in debug release; do
   step "Build ($profile)"

@@ -13,16 +13,19 @@
 //! head is only peeked at, never consumed, unless this path takes the request.
 
 use std::{
+    future::Future,
     io::{self, IoSlice},
     net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{body::Body, extract::ConnectInfo, Router};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
-use http_body_util::BodyExt;
-use tokio::net::TcpStream;
+use http_body::Body as _;
+use tokio::{io::ReadBuf, net::TcpStream};
 use tower::ServiceExt;
 
 /// The longest request head this path reads; longer ones go to hyper.
@@ -41,9 +44,17 @@ pub struct StreamRequest {
 /// Looks at the bytes already received on `stream` without consuming them; returns the
 /// request when it is an event-stream subscription this path serves.
 pub async fn classify(stream: &TcpStream, peer: SocketAddr) -> Option<StreamRequest> {
-    let mut buffer = vec![0u8; MAX_HEAD];
-    let peeked = stream.peek(&mut buffer).await.ok()?;
-    parse(&buffer[..peeked], peer)
+    // The buffer lives on the stack for one poll only, never in the connection's future.
+    std::future::poll_fn(|cx| {
+        let mut buffer = [0u8; MAX_HEAD];
+        let mut peeked = ReadBuf::new(&mut buffer);
+        match stream.poll_peek(cx, &mut peeked) {
+            Poll::Ready(Ok(_)) => Poll::Ready(parse(peeked.filled(), peer)),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 fn parse(bytes: &[u8], peer: SocketAddr) -> Option<StreamRequest> {
@@ -90,87 +101,275 @@ fn parse(bytes: &[u8], peer: SocketAddr) -> Option<StreamRequest> {
 
 /// Serves `request` on `stream`: consumes its head, answers through `router`, streams the
 /// body until it ends, the client leaves, or a write stays blocked for `stall_timeout`.
-pub async fn serve(
-    mut stream: TcpStream,
+///
+/// The returned future lives as long as the stream, once per open connection, so it is kept
+/// small: the request and the router run in a boxed future that is gone once the response
+/// head exists, buffers live on the stack inside synchronous steps, and the rare waits for
+/// a full socket are boxed. (An `async fn` would keep its arguments, the whole request,
+/// for its whole life.)
+pub fn serve(
+    stream: TcpStream,
     request: StreamRequest,
     router: Router,
     stall_timeout: Duration,
-) {
-    if let Err(error) = consume(&mut stream, request.head_len).await {
-        tracing::debug!(%error, "connection lost before the request was read");
-        return;
-    }
-    // Boxed: the router's future is large and only needed until the response head exists.
-    let response = match Box::pin(router.oneshot(request.request)).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    if let Err(error) = respond(&stream, response, stall_timeout).await {
-        tracing::debug!(%error, "event stream connection ended");
+) -> impl Future<Output = ()> + Send {
+    let answering = Box::pin(answer(stream, request, router));
+    async move {
+        let Some((stream, response)) = answering.await else {
+            return;
+        };
+        let (body, head, known_length) = split(response);
+        if let Err(error) = respond(&stream, body, head, known_length, stall_timeout).await {
+            tracing::debug!(%error, "event stream connection ended");
+        }
     }
 }
 
-async fn consume(stream: &mut TcpStream, mut length: usize) -> io::Result<()> {
+/// Consumes the request head from the socket and answers the request through `router`.
+async fn answer(
+    stream: TcpStream,
+    request: StreamRequest,
+    router: Router,
+) -> Option<(TcpStream, Response<Body>)> {
+    let StreamRequest { request, head_len } = request;
+    if let Err(error) = consume(&stream, head_len).await {
+        tracing::debug!(%error, "connection lost before the request was read");
+        return None;
+    }
+    match router.oneshot(request).await {
+        Ok(response) => Some((stream, response)),
+        Err(never) => match never {},
+    }
+}
+
+/// The body, the encoded head, and whether the length is known.
+fn split(response: Response<Body>) -> (Body, Vec<u8>, bool) {
+    let (parts, body) = response.into_parts();
+    let known_length = parts.headers.get(header::CONTENT_LENGTH).is_some();
+    (body, response_head(parts, known_length), known_length)
+}
+
+/// Reads and drops the request head's `length` bytes (already received: they were peeked).
+async fn consume(stream: &TcpStream, mut length: usize) -> io::Result<()> {
+    loop {
+        length = consume_now(stream, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        stream.readable().await?;
+    }
+}
+
+/// Reads what it can of `length` bytes without waiting; returns how many are left.
+fn consume_now(stream: &TcpStream, mut length: usize) -> io::Result<usize> {
     let mut sink = [0u8; 512];
     while length > 0 {
         let want = length.min(sink.len());
-        let read = tokio::io::AsyncReadExt::read(stream, &mut sink[..want]).await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match stream.try_read(&mut sink[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => length -= read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => return Err(error),
         }
-        length -= read;
     }
-    Ok(())
+    Ok(length)
+}
+
+/// What the stream waits for next.
+enum Next {
+    /// Events to send; `end` when the body has nothing after them.
+    Data { data: Bytes, end: bool },
+    /// The body ended.
+    End,
+    /// The client closed its side.
+    ClientGone,
 }
 
 async fn respond(
     stream: &TcpStream,
-    response: Response<Body>,
+    mut body: Body,
+    head: Vec<u8>,
+    known_length: bool,
     stall_timeout: Duration,
 ) -> io::Result<()> {
-    let (parts, mut body) = response.into_parts();
-    let known_length = parts.headers.get(header::CONTENT_LENGTH).is_some();
-    let head = response_head(parts, known_length);
-    write_all(stream, &mut [IoSlice::new(&head)], stall_timeout).await?;
-    drop(head);
-
-    let mut probe = [0u8; 64];
+    // The first events are usually ready at once (a stream's greeting or replay, the
+    // counter's first message): they go out with the head, in one write.
+    let mut head = Some(head);
+    let first = std::future::poll_fn(|cx| Poll::Ready(poll_next(stream, &mut body, cx))).await;
+    let mut next = match first {
+        Poll::Ready(next) => next?,
+        Poll::Pending => {
+            let rest = write_now(stream, &[&head.take().unwrap_or_default()])?;
+            finish(stream, rest, stall_timeout).await?;
+            std::future::poll_fn(|cx| poll_next(stream, &mut body, cx)).await?
+        }
+    };
     loop {
-        tokio::select! {
-            biased;
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if known_length {
-                        write_all(stream, &mut [IoSlice::new(&data)], stall_timeout).await?;
-                    } else {
-                        write_chunk(stream, &data, stall_timeout).await?;
-                    }
+        // Synchronous: the write's parts never live in this (long-lived) future.
+        let (rest, done) = write_next(stream, head.take(), next, known_length)?;
+        finish(stream, rest, stall_timeout).await?;
+        if done {
+            return Ok(());
+        }
+        next = std::future::poll_fn(|cx| poll_next(stream, &mut body, cx)).await?;
+    }
+}
+
+/// Writes `next` (after `head`, when given) without waiting; returns what the socket did
+/// not take, and whether the response is over.
+fn write_next(
+    stream: &TcpStream,
+    head: Option<Vec<u8>>,
+    next: Next,
+    known_length: bool,
+) -> io::Result<(Option<Vec<u8>>, bool)> {
+    let head = head.unwrap_or_default();
+    match next {
+        Next::Data { data, end } => {
+            let mut size = [0u8; 18];
+            let [size, chunk_end, last] = frame_parts(&data, known_length, end, &mut size);
+            let rest = write_now(stream, &[&head, size, &data, chunk_end, last])?;
+            Ok((rest, end))
+        }
+        Next::End => {
+            let last: &[u8] = if known_length { b"" } else { LAST_CHUNK };
+            Ok((write_now(stream, &[&head, last])?, true))
+        }
+        Next::ClientGone => Ok((None, true)),
+    }
+}
+
+/// Waits until `rest` (what a write left over, if anything) is written.
+async fn finish(
+    stream: &TcpStream,
+    rest: Option<Vec<u8>>,
+    stall_timeout: Duration,
+) -> io::Result<()> {
+    match rest {
+        None => Ok(()),
+        // Boxed: rare, and the wait's timer would otherwise sit in every stream's future.
+        Some(rest) => Box::pin(write_rest(stream, rest, stall_timeout)).await,
+    }
+}
+
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The framing around `data`: chunk size line, chunk end, and the last chunk when `end`
+/// (all empty when the length is known).
+fn frame_parts<'a>(
+    data: &[u8],
+    known_length: bool,
+    end: bool,
+    size: &'a mut [u8; 18],
+) -> [&'a [u8]; 3] {
+    if known_length {
+        return [b"", b"", b""];
+    }
+    let last: &[u8] = if end { LAST_CHUNK } else { b"" };
+    if data.is_empty() {
+        return [b"", b"", last];
+    }
+    let used = chunk_header(data.len(), size);
+    [&size[..used], b"\r\n", last]
+}
+
+/// Polls the body for events, then the socket for the client leaving (biased to events, so
+/// a client that leaves still gets what was ready).
+fn poll_next(stream: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let end = body.is_end_stream();
+                if data.is_empty() && !end {
+                    continue;
                 }
-                Some(Err(error)) => return Err(io::Error::other(error)),
-                None => {
-                    if !known_length {
-                        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")], stall_timeout).await?;
-                    }
-                    return Ok(());
-                }
-            },
-            ready = stream.readable() => {
-                ready?;
-                // The client sends nothing more on an event stream: data or EOF here means
-                // it is done (or misbehaving).
-                match stream.try_read(&mut probe) {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
-                }
+                return Poll::Ready(Ok(Next::Data { data, end }));
             }
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(io::Error::other(error))),
+            Poll::Ready(None) => return Poll::Ready(Ok(Next::End)),
+            Poll::Pending => break,
         }
     }
+    // The client sends nothing more on an event stream: data or EOF means it is done (or
+    // misbehaving). The socket's own reader slot is used rather than a `readable()` future,
+    // which would join and leave the socket's waiter list on every event.
+    while let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+        ready?;
+        let mut probe = [0u8; 64];
+        match stream.try_read(&mut probe) {
+            Ok(0) => return Poll::Ready(Ok(Next::ClientGone)),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Poll::Ready(Err(error)),
+        }
+    }
+    Poll::Pending
+}
+
+/// Writes what the socket takes of `parts` without waiting; returns the rest, if any.
+fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
+    let mut slices = [IoSlice::new(&[]); 5];
+    let mut count = 0;
+    let mut total = 0;
+    for part in parts.iter().filter(|part| !part.is_empty()) {
+        if count == slices.len() {
+            return Err(io::Error::other("too many parts in one write"));
+        }
+        slices[count] = IoSlice::new(part);
+        count += 1;
+        total += part.len();
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    let written = match stream.try_write_vectored(&slices[..count]) {
+        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+        Ok(written) => written,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(error) => return Err(error),
+    };
+    if written == total {
+        return Ok(None);
+    }
+    let mut rest = Vec::with_capacity(total - written);
+    let mut skip = written;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+        } else {
+            rest.extend_from_slice(&part[skip..]);
+            skip = 0;
+        }
+    }
+    Ok(Some(rest))
+}
+
+/// Writes all of `rest`, waiting for the socket when it is full, and fails when one wait
+/// lasts longer than `stall_timeout` (the client stopped reading).
+async fn write_rest(stream: &TcpStream, rest: Vec<u8>, stall_timeout: Duration) -> io::Result<()> {
+    let mut offset = 0;
+    while offset < rest.len() {
+        match tokio::time::timeout(stall_timeout, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                ))
+            }
+        }
+        match stream.try_write(&rest[offset..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => offset += written,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// The response head: status line, headers, and chunked framing unless the length is known;
@@ -198,21 +397,6 @@ fn response_head(parts: http::response::Parts, known_length: bool) -> Vec<u8> {
     head
 }
 
-async fn write_chunk(stream: &TcpStream, data: &Bytes, stall_timeout: Duration) -> io::Result<()> {
-    let mut size = [0u8; 18];
-    let header_len = chunk_header(data.len(), &mut size);
-    write_all(
-        stream,
-        &mut [
-            IoSlice::new(&size[..header_len]),
-            IoSlice::new(data),
-            IoSlice::new(b"\r\n"),
-        ],
-        stall_timeout,
-    )
-    .await
-}
-
 /// Writes `{len:x}\r\n` into `out`; returns how many bytes it used.
 fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -233,35 +417,6 @@ fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
     out[count] = b'\r';
     out[count + 1] = b'\n';
     count + 2
-}
-
-/// Writes every byte of `slices`, waiting for the socket when it is full, and fails when one
-/// wait lasts longer than `stall_timeout` (the client stopped reading).
-async fn write_all(
-    stream: &TcpStream,
-    slices: &mut [IoSlice<'_>],
-    stall_timeout: Duration,
-) -> io::Result<()> {
-    let mut slices = slices;
-    while !slices.is_empty() {
-        match stream.try_write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut slices, written),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(stall_timeout, stream.writable()).await {
-                    Ok(ready) => ready?,
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the client stopped reading",
-                        ))
-                    }
-                }
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

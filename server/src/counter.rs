@@ -6,7 +6,7 @@
 //! message. When the client goes away, the response body is dropped and with it the
 //! stream's timer: no work is left ticking.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use axum::{
     extract::{Query, State},
@@ -16,7 +16,7 @@ use axum::{
 use bytes::Bytes;
 use futures_util::{stream, Stream};
 use serde::Deserialize;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 
 use crate::{
     metrics::StreamTracker,
@@ -80,11 +80,7 @@ pub async fn stream(
     };
     let tracker = StreamTracker::start(state.metrics.counter.clone(), resume_after > 0);
     let events = counter_events(settings, resume_after + 1, tracker);
-    let body = SseBody::new(
-        events,
-        state.shutdown.clone().cancelled_owned(),
-        Some(state.keep_alive),
-    );
+    let body = SseBody::new(events, state.shutdown.clone(), Some(state.keep_alive));
     Ok(sse::response(body))
 }
 
@@ -107,8 +103,7 @@ fn counter_events(
     first: u32,
     tracker: StreamTracker,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
-    let mut ticks = tokio::time::interval(settings.interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ticks = Ticks::new(settings.interval);
     stream::unfold(
         (Some(first), ticks, tracker),
         move |(next, mut ticks, mut tracker)| async move {
@@ -123,6 +118,67 @@ fn counter_events(
             }
         },
     )
+}
+
+/// A stream's clock: the first tick at once, then one every `interval`, each woken on a
+/// process-wide grid of [`grid`] steps.
+///
+/// Thousands of streams that started at scattered moments would each wake the runtime on
+/// its own: one idle-to-busy cycle of the worker threads, with its system calls, per event.
+/// On the grid, the streams due in the same step wake together and share one cycle. A tick
+/// is late by less than one step (25 ms at a 1 s interval) and never early, and the lateness
+/// does not add up: each tick is due one interval after the previous one was due, not after
+/// it fired. After a stall (a busy runtime) the next tick is due an interval from then, so a
+/// late stream does not burst.
+struct Ticks {
+    interval: Duration,
+    grid: Duration,
+    /// When the next tick is due, before rounding up to the grid; `None` before the first.
+    due: Option<Instant>,
+}
+
+impl Ticks {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            grid: grid(interval),
+            due: None,
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        let Some(due) = self.due else {
+            self.due = Some(now + self.interval);
+            return;
+        };
+        tokio::time::sleep_until(on_grid(due, self.grid)).await;
+        let fired = Instant::now();
+        // Delay after a stall rather than burst to catch up.
+        let next = due + self.interval;
+        self.due = Some(if next + self.grid < fired {
+            fired + self.interval
+        } else {
+            next
+        });
+    }
+}
+
+/// The wake-up grid for a stream ticking every `interval`: a fortieth of it, at least 1 ms
+/// (the timer's resolution) and at most 25 ms.
+fn grid(interval: Duration) -> Duration {
+    (interval / 40).clamp(Duration::from_millis(1), Duration::from_millis(25))
+}
+
+/// `due` rounded up to the next multiple of `grid` since a process-wide epoch.
+fn on_grid(due: Instant, grid: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = due.saturating_duration_since(epoch).as_nanos();
+    let step = grid.as_nanos().max(1);
+    let rounded = since.div_ceil(step) * step;
+    let extra = u64::try_from(rounded - since).unwrap_or(0);
+    due + Duration::from_nanos(extra)
 }
 
 /// `new_message` number `n`.
@@ -174,6 +230,62 @@ mod tests {
             .expect_err("too long")
             .to_string();
         assert!(error.len() < 120, "{error}");
+    }
+
+    #[test]
+    fn ticks_land_on_a_shared_grid_never_early() {
+        let grid = grid(Duration::from_secs(1));
+        assert_eq!(grid, Duration::from_millis(25));
+        assert_eq!(
+            super::grid(Duration::from_millis(20)),
+            Duration::from_millis(1)
+        );
+        let start = Instant::now();
+        let mut woken = Vec::new();
+        for offset_us in [0, 1, 3_333, 24_999, 25_000, 123_456] {
+            let due = start + Duration::from_micros(offset_us);
+            let at = on_grid(due, grid);
+            assert!(at >= due, "early by {:?}", due - at);
+            assert!(at - due < grid, "late by {:?}", at - due);
+            woken.push(at);
+        }
+        // Due times within one step share one wake-up.
+        assert_eq!(
+            on_grid(start + Duration::from_micros(2_001), grid),
+            on_grid(start + Duration::from_micros(2_002), grid)
+        );
+        // Rounding is idempotent: a grid point stays where it is.
+        for at in woken {
+            assert_eq!(on_grid(at, grid), at);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_keep_the_interval_without_drift_and_without_bursts() {
+        let interval = Duration::from_secs(1);
+        // A tick is late by less than one grid step, plus the timer's 1 ms resolution.
+        let late = grid(interval) + Duration::from_millis(1);
+        let mut ticks = Ticks::new(interval);
+        let start = Instant::now();
+        ticks.tick().await;
+        assert_eq!(Instant::now(), start, "the first tick is at once");
+        for n in 1..=5u32 {
+            ticks.tick().await;
+            let elapsed = Instant::now() - start;
+            assert!(elapsed >= interval * n, "tick {n} early: {elapsed:?}");
+            assert!(
+                elapsed < interval * n + late,
+                "tick {n} drifted: {elapsed:?}"
+            );
+        }
+        // A stall of 3.5 intervals: the next tick comes at once, then one interval later.
+        tokio::time::advance(interval * 7 / 2).await;
+        let before = Instant::now();
+        ticks.tick().await;
+        assert!(Instant::now() - before < late);
+        let after_stall = Instant::now();
+        ticks.tick().await;
+        assert!(Instant::now() - after_stall >= interval - late);
     }
 
     #[test]

@@ -24,7 +24,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::ShutdownWatch;
 
 /// The comment sent on idle streams so that proxies and browsers keep the connection open.
 pub const KEEP_ALIVE: &[u8] = b":\n\n";
@@ -230,8 +232,7 @@ pin_project_lite::pin_project! {
     pub struct SseBody<S> {
         #[pin]
         source: S,
-        #[pin]
-        shutdown: WaitForCancellationFutureOwned,
+        shutdown: ShutdownWatch,
         keep_alive: Option<KeepAlive>,
         done: bool,
     }
@@ -249,15 +250,11 @@ impl<S> SseBody<S>
 where
     S: Stream<Item = Bytes>,
 {
-    /// A body that streams `source` until it ends or `shutdown` fires.
-    pub fn new(
-        source: S,
-        shutdown: WaitForCancellationFutureOwned,
-        keep_alive: Option<Duration>,
-    ) -> Self {
+    /// A body that streams `source` until it ends or `shutdown` is cancelled.
+    pub fn new(source: S, shutdown: CancellationToken, keep_alive: Option<Duration>) -> Self {
         Self {
             source,
-            shutdown,
+            shutdown: ShutdownWatch::new(shutdown),
             keep_alive: keep_alive.map(|every| KeepAlive {
                 every,
                 timer: Box::pin(tokio::time::sleep(every)),
@@ -283,7 +280,7 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if this.shutdown.as_mut().poll(cx).is_ready() {
+        if this.shutdown.poll(cx).is_ready() {
             *this.done = true;
             return Poll::Ready(None);
         }

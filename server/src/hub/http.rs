@@ -277,11 +277,7 @@ async fn subscribe(
     };
     let tracker = StreamTracker::start(Arc::clone(&service.metrics), request.cursor.is_some());
     let stream = HubStream::new(subscription, expires_at, tracker, Arc::clone(&service));
-    let body = SseBody::new(
-        stream,
-        state.shutdown.clone().cancelled_owned(),
-        Some(state.keep_alive),
-    );
+    let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive));
     let mut response = sse::response(body);
     if request.cursor_given {
         if let Ok(value) = HeaderValue::from_str(&found) {

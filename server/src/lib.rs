@@ -8,6 +8,7 @@ pub mod hub;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod sink;
 pub mod sse;
 pub mod stream_conn;
 pub mod telemetry;

@@ -14,9 +14,10 @@
 
 use std::{
     future::Future,
-    io::{self, IoSlice},
+    io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -26,6 +27,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use tokio::{io::ReadBuf, net::TcpStream};
+
+use crate::sink::{chunk_header, write_now, Direct, Sink};
 use tower::ServiceExt;
 
 /// The longest request head this path reads; longer ones go to hyper.
@@ -118,9 +121,18 @@ pub fn serve(
         let Some((stream, response)) = answering.await else {
             return;
         };
-        let (body, head, known_length) = split(response);
-        if let Err(error) = respond(&stream, body, head, known_length, stall_timeout).await {
+        let stream = Arc::new(stream);
+        let (body, head, known_length, direct) = split(response);
+        let out = Out {
+            stream: &stream,
+            known_length,
+            direct: direct.as_deref(),
+        };
+        if let Err(error) = respond(out, body, head, stall_timeout).await {
             tracing::debug!(%error, "event stream connection ended");
+        }
+        if let Some(sink) = direct {
+            sink.detach();
         }
     }
 }
@@ -142,11 +154,22 @@ async fn answer(
     }
 }
 
-/// The body, the encoded head, and whether the length is known.
-fn split(response: Response<Body>) -> (Body, Vec<u8>, bool) {
-    let (parts, body) = response.into_parts();
+/// The body, the encoded head, whether the length is known, and the sink that takes
+/// direct writes (for a chunked hub stream).
+fn split(response: Response<Body>) -> (Body, Vec<u8>, bool, Option<Arc<Sink>>) {
+    let (mut parts, body) = response.into_parts();
     let known_length = parts.headers.get(header::CONTENT_LENGTH).is_some();
-    (body, response_head(parts, known_length), known_length)
+    let direct = parts
+        .extensions
+        .remove::<Direct>()
+        .filter(|_| !known_length)
+        .map(|Direct(sink)| sink);
+    (
+        body,
+        response_head(parts, known_length),
+        known_length,
+        direct,
+    )
 }
 
 /// Reads and drops the request head's `length` bytes (already received: they were peeked).
@@ -183,72 +206,93 @@ enum Next {
     End,
     /// The client closed its side.
     ClientGone,
+    /// The end of a direct write, already framed.
+    Leftover(Vec<u8>),
+}
+
+/// Where a response goes.
+#[derive(Clone, Copy)]
+struct Out<'a> {
+    stream: &'a Arc<TcpStream>,
+    known_length: bool,
+    /// Takes direct writes from the hub between the task's own.
+    direct: Option<&'a Sink>,
+}
+
+impl Out<'_> {
+    /// Writes `parts` without waiting (under the sink's lock, when there is one); returns
+    /// what the socket did not take. After it, direct writes may go on unless `done`.
+    fn write(&self, parts: &[&[u8]], done: bool) -> io::Result<Option<Vec<u8>>> {
+        match self.direct {
+            None => write_now(self.stream, parts),
+            Some(sink) => sink.write((!done).then_some(self.stream), || {
+                write_now(self.stream, parts)
+            }),
+        }
+    }
+
+    /// Waits until `rest` (what a write left over, if anything) is written.
+    async fn finish(&self, rest: Option<Vec<u8>>, stall_timeout: Duration) -> io::Result<()> {
+        let Some(rest) = rest else { return Ok(()) };
+        // Boxed: rare, and the wait's timer would otherwise sit in every stream's future.
+        Box::pin(write_rest(self.stream, rest, stall_timeout)).await?;
+        if let Some(sink) = self.direct {
+            sink.written();
+        }
+        Ok(())
+    }
 }
 
 async fn respond(
-    stream: &TcpStream,
+    out: Out<'_>,
     mut body: Body,
     head: Vec<u8>,
-    known_length: bool,
     stall_timeout: Duration,
 ) -> io::Result<()> {
     // The first events are usually ready at once (a stream's greeting or replay, the
     // counter's first message): they go out with the head, in one write.
     let mut head = Some(head);
-    let first = std::future::poll_fn(|cx| Poll::Ready(poll_next(stream, &mut body, cx))).await;
+    let first = std::future::poll_fn(|cx| Poll::Ready(poll_next(out, &mut body, cx))).await;
     let mut next = match first {
         Poll::Ready(next) => next?,
         Poll::Pending => {
-            let rest = write_now(stream, &[&head.take().unwrap_or_default()])?;
-            finish(stream, rest, stall_timeout).await?;
-            std::future::poll_fn(|cx| poll_next(stream, &mut body, cx)).await?
+            let rest = out.write(&[&head.take().unwrap_or_default()], false)?;
+            out.finish(rest, stall_timeout).await?;
+            std::future::poll_fn(|cx| poll_next(out, &mut body, cx)).await?
         }
     };
     loop {
         // Synchronous: the write's parts never live in this (long-lived) future.
-        let (rest, done) = write_next(stream, head.take(), next, known_length)?;
-        finish(stream, rest, stall_timeout).await?;
+        let (rest, done) = write_next(out, head.take(), next)?;
+        out.finish(rest, stall_timeout).await?;
         if done {
             return Ok(());
         }
-        next = std::future::poll_fn(|cx| poll_next(stream, &mut body, cx)).await?;
+        next = std::future::poll_fn(|cx| poll_next(out, &mut body, cx)).await?;
     }
 }
 
 /// Writes `next` (after `head`, when given) without waiting; returns what the socket did
 /// not take, and whether the response is over.
 fn write_next(
-    stream: &TcpStream,
+    out: Out<'_>,
     head: Option<Vec<u8>>,
     next: Next,
-    known_length: bool,
 ) -> io::Result<(Option<Vec<u8>>, bool)> {
     let head = head.unwrap_or_default();
     match next {
         Next::Data { data, end } => {
             let mut size = [0u8; 18];
-            let [size, chunk_end, last] = frame_parts(&data, known_length, end, &mut size);
-            let rest = write_now(stream, &[&head, size, &data, chunk_end, last])?;
+            let [size, chunk_end, last] = frame_parts(&data, out.known_length, end, &mut size);
+            let rest = out.write(&[&head, size, &data, chunk_end, last], end)?;
             Ok((rest, end))
         }
+        Next::Leftover(bytes) => Ok((out.write(&[&head, &bytes], false)?, false)),
         Next::End => {
-            let last: &[u8] = if known_length { b"" } else { LAST_CHUNK };
-            Ok((write_now(stream, &[&head, last])?, true))
+            let last: &[u8] = if out.known_length { b"" } else { LAST_CHUNK };
+            Ok((out.write(&[&head, last], true)?, true))
         }
         Next::ClientGone => Ok((None, true)),
-    }
-}
-
-/// Waits until `rest` (what a write left over, if anything) is written.
-async fn finish(
-    stream: &TcpStream,
-    rest: Option<Vec<u8>>,
-    stall_timeout: Duration,
-) -> io::Result<()> {
-    match rest {
-        None => Ok(()),
-        // Boxed: rare, and the wait's timer would otherwise sit in every stream's future.
-        Some(rest) => Box::pin(write_rest(stream, rest, stall_timeout)).await,
     }
 }
 
@@ -276,7 +320,12 @@ fn frame_parts<'a>(
 
 /// Polls the body for events, then the socket for the client leaving (biased to events, so
 /// a client that leaves still gets what was ready).
-fn poll_next(stream: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
+fn poll_next(out: Out<'_>, body: &mut Body, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
+    // What a direct write left over goes first: it is the end of an event.
+    if let Some(leftover) = out.direct.and_then(|sink| sink.poll_leftover(cx)) {
+        return Poll::Ready(Ok(Next::Leftover(leftover)));
+    }
+    let stream = out.stream;
     loop {
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -308,44 +357,6 @@ fn poll_next(stream: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<
         }
     }
     Poll::Pending
-}
-
-/// Writes what the socket takes of `parts` without waiting; returns the rest, if any.
-fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
-    let mut slices = [IoSlice::new(&[]); 5];
-    let mut count = 0;
-    let mut total = 0;
-    for part in parts.iter().filter(|part| !part.is_empty()) {
-        if count == slices.len() {
-            return Err(io::Error::other("too many parts in one write"));
-        }
-        slices[count] = IoSlice::new(part);
-        count += 1;
-        total += part.len();
-    }
-    if total == 0 {
-        return Ok(None);
-    }
-    let written = match stream.try_write_vectored(&slices[..count]) {
-        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-        Ok(written) => written,
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(error) => return Err(error),
-    };
-    if written == total {
-        return Ok(None);
-    }
-    let mut rest = Vec::with_capacity(total - written);
-    let mut skip = written;
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-        } else {
-            rest.extend_from_slice(&part[skip..]);
-            skip = 0;
-        }
-    }
-    Ok(Some(rest))
 }
 
 /// Writes all of `rest`, waiting for the socket when it is full, and fails when one wait
@@ -395,28 +406,6 @@ fn response_head(parts: http::response::Parts, known_length: bool) -> Vec<u8> {
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     head
-}
-
-/// Writes `{len:x}\r\n` into `out`; returns how many bytes it used.
-fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut n = len;
-    let mut count = 0;
-    loop {
-        digits[count] = HEX[n & 0xf];
-        count += 1;
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    for i in 0..count {
-        out[i] = digits[count - 1 - i];
-    }
-    out[count] = b'\r';
-    out[count + 1] = b'\n';
-    count + 2
 }
 
 #[cfg(test)]

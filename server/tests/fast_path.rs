@@ -167,3 +167,106 @@ async fn hub_subscriptions_get_updates_and_a_stalled_one_is_dropped() {
     );
     drop(stalled);
 }
+
+/// Decodes the complete chunks at the start of a chunked body; stops at the first
+/// incomplete one.
+fn dechunk_prefix(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = std::str::from_utf8(&body[..line_end]).expect("ASCII size line");
+        let size = usize::from_str_radix(size, 16).expect("hex size");
+        let rest = &body[line_end + 2..];
+        if size == 0 || rest.len() < size + 2 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n", "a chunk must end with CRLF");
+        body = &rest[size + 2..];
+    }
+}
+
+/// Reads into `body` until what was read in this call contains `needle`.
+async fn read_into(stream: &mut tokio::net::TcpStream, body: &mut Vec<u8>, needle: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    let start = body.len();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        // Only the new bytes (and a needle's length before them) need searching.
+        let from = body.len().saturating_sub(needle.len()).max(start);
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("the stream stalled")
+            .expect("read");
+        assert!(read > 0, "the stream ended");
+        body.extend_from_slice(&chunk[..read]);
+        if contains(&body[from..], needle) {
+            return;
+        }
+    }
+}
+
+/// Updates go straight from the fan-out to an idle subscriber's socket; when that socket is
+/// full they queue, and the end of a cut-short write goes first. Whatever the mix, every
+/// update arrives once, whole, in order, in valid chunks.
+#[tokio::test]
+async fn direct_and_queued_writes_never_reorder_or_interleave() {
+    let server = start(&["--subscriber-queue", "1000", "--stall-timeout", "20s"]).await;
+    // A small receive buffer makes the socket fill up after a few updates.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8192).expect("small buffer");
+    let mut slow = socket.connect(server.addr).await.expect("connect");
+    slow.write_all(
+        format!("GET /.well-known/mercure?match=%2Forder HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
+    assert!(contains(&greeting, b":\n\n"));
+    let head_len = greeting
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let mut body = greeting[head_len..].to_vec();
+
+    // Sizes from a few bytes to 60 KiB, 9 MB in all: more than the kernel buffers hold, so
+    // some updates fit in the socket whole and some are cut short.
+    let mut ids = Vec::new();
+    for n in 0..300usize {
+        let size = (n * 7919) % (60 * 1024) + 1;
+        let data = format!("n={n};{}", "x".repeat(size));
+        ids.push(publish_ok(&server, &[("topic", "/order"), ("data", &data)]).await);
+        if n % 150 == 149 {
+            // Let the socket drain sometimes, so that direct writes happen in between.
+            read_into(&mut slow, &mut body, ids[n].as_bytes()).await;
+        }
+    }
+    let last = ids.last().expect("ids").clone();
+    // The last round of the loop read up to the last id; the rest of its event follows.
+    let mut decoded = dechunk_prefix(&body);
+    while !decoded.ends_with(b"\n\n") || !contains(&decoded, last.as_bytes()) {
+        read_into(&mut slow, &mut body, b"\r\n").await;
+        decoded = dechunk_prefix(&body);
+    }
+    let text = String::from_utf8(decoded).expect("utf-8");
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|event| event.contains("id: "))
+        .collect();
+    assert_eq!(events.len(), ids.len(), "every update once");
+    for (n, (event, id)) in events.iter().zip(&ids).enumerate() {
+        assert!(
+            event.contains(&format!("id: {id}\n")),
+            "update {n} out of order"
+        );
+        let size = (n * 7919) % (60 * 1024) + 1;
+        assert!(
+            event.ends_with(&format!("data: n={n};{}", "x".repeat(size))),
+            "update {n} damaged"
+        );
+    }
+}

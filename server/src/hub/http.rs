@@ -35,6 +35,7 @@ use super::{
 use crate::{
     broker::BrokerError,
     metrics::StreamTracker,
+    sink::Direct,
     sse::{self, SseBody},
     AppState,
 };
@@ -276,9 +277,12 @@ async fn subscribe(
         CursorFound::Earliest => "earliest".to_owned(),
     };
     let tracker = StreamTracker::start(Arc::clone(&service.metrics), request.cursor.is_some());
+    let sink = Arc::clone(&subscription.queue);
     let stream = HubStream::new(subscription, expires_at, tracker, Arc::clone(&service));
     let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive));
     let mut response = sse::response(body);
+    // Served on the fast path, the stream's socket goes to the sink once the head is out.
+    response.extensions_mut().insert(Direct(sink));
     if request.cursor_given {
         if let Ok(value) = HeaderValue::from_str(&found) {
             if service.auth.compat {
@@ -351,7 +355,10 @@ impl Stream for HubStream {
             return Poll::Ready(None);
         };
         loop {
-            match subscription.queue.poll_recv(cx) {
+            let (next, direct) = subscription.queue.poll_take(cx);
+            // Updates the fan-out wrote straight to the socket count as sent too.
+            this.tracker.sent(direct);
+            match next {
                 Poll::Ready(Some(update)) if update.position <= subscription.after => continue,
                 Poll::Ready(Some(update)) => {
                     this.tracker.sent(1);
@@ -369,6 +376,7 @@ impl Drop for HubStream {
         let Some(subscription) = self.subscription.take() else {
             return;
         };
+        self.tracker.sent(subscription.queue.take_direct());
         let spec = Arc::clone(&subscription.spec);
         drop(subscription);
         if !self.service.subscriptions {

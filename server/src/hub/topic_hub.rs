@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
     },
 };
@@ -29,7 +29,10 @@ use super::{
     auth::Grants,
     selector::{MatchBase, Selector},
 };
-use crate::update::{EncodeError, NewUpdate, Position, Update};
+use crate::{
+    sink::{Delivery, Sink},
+    update::{EncodeError, NewUpdate, Position, Update},
+};
 
 /// Where a subscriber wants its stream to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,14 +80,12 @@ struct Entry {
     /// Unique for the hub's lifetime, unlike the slab key, which is reused.
     serial: u64,
     spec: Arc<SubscriberSpec>,
-    queue: mpsc::Sender<Arc<Update>>,
+    queue: Arc<Sink>,
     /// Updates at or before this position were in its replay.
     after: Position,
     /// The fan-out round that last delivered to it (an update reached through several of its
     /// selectors is sent once).
     round: AtomicU64,
-    /// Set when its queue overflowed: nothing more is sent, and the entry is removed.
-    lagged: AtomicBool,
 }
 
 #[derive(Default)]
@@ -177,7 +178,7 @@ pub struct Subscription {
     pub replay: Vec<Arc<Update>>,
     pub cursor: CursorFound,
     pub after: Position,
-    pub queue: mpsc::Receiver<Arc<Update>>,
+    pub queue: Arc<Sink>,
     registration: Registration,
 }
 
@@ -350,7 +351,7 @@ impl TopicHub {
     /// see) and the queue that receives everything after them.
     pub fn subscribe(self: &Arc<Self>, spec: SubscriberSpec, cursor: &Cursor) -> Subscription {
         let spec = Arc::new(spec);
-        let (sender, queue) = mpsc::channel(self.limits.queue_capacity.max(1));
+        let queue = Sink::new(self.limits.queue_capacity);
         let serial = self.next_serial.fetch_add(1, Relaxed);
         let log = self.log.lock();
         let after = log.newest().map_or(Position::ZERO, |last| last.position);
@@ -376,10 +377,9 @@ impl TopicHub {
         let key = self.registry.write().insert(Entry {
             serial,
             spec: Arc::clone(&spec),
-            queue: sender,
+            queue: Arc::clone(&queue),
             after,
             round: AtomicU64::new(0),
-            lagged: AtomicBool::new(false),
         });
         drop(log);
         Subscription {
@@ -464,6 +464,8 @@ impl Registry {
             return;
         }
         let entry = self.entries.remove(key);
+        // A subscriber cut off for lagging gets what is queued, then its stream ends.
+        entry.queue.close();
         let drop_key = |keys: &mut Vec<usize>| {
             if let Some(at) = keys.iter().position(|&k| k == key) {
                 keys.swap_remove(at);
@@ -499,42 +501,42 @@ async fn fan_out(
 ) {
     let mut round = 0u64;
     let mut lagged = Vec::new();
+    let mut targets: Vec<(usize, u64, Arc<Sink>)> = Vec::new();
     while let Some(update) = updates.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         round += 1;
         {
+            // Who gets it, under the registry's lock; the writes come after, so that
+            // subscribing and leaving never wait for a fan-out.
             let registry = hub.registry.read();
-            let mut deliver = |key: usize| {
+            let mut select = |key: usize| {
                 let Some(entry) = registry.entries.get(key) else {
                     return;
                 };
                 if entry.round.swap(round, Relaxed) == round
                     || update.position <= entry.after
-                    || entry.lagged.load(Relaxed)
                     || !may_read(&entry.spec, &update, &hub.base)
                 {
                     return;
                 }
-                if entry.queue.try_send(Arc::clone(&update)).is_err() {
-                    entry.lagged.store(true, Relaxed);
-                    lagged.push((key, entry.serial));
-                }
+                targets.push((key, entry.serial, Arc::clone(&entry.queue)));
             };
             for topic in update.topics.iter() {
                 if let Some(keys) = registry.exact.get(topic) {
-                    keys.iter().copied().for_each(&mut deliver);
+                    keys.iter().copied().for_each(&mut select);
                 }
             }
-            registry.wildcard.iter().copied().for_each(&mut deliver);
+            registry.wildcard.iter().copied().for_each(&mut select);
             for (selector, keys) in registry.patterns.values() {
                 if selector.matches_any(&update.topics, &hub.base) {
-                    keys.iter().copied().for_each(&mut deliver);
+                    keys.iter().copied().for_each(&mut select);
                 }
             }
         }
+        deliver(&update, &mut targets, &mut lagged).await;
         if !lagged.is_empty() {
-            // Removing a lagged subscriber drops its queue's sender: its stream ends after
-            // what it already has, and the client resumes from the history.
+            // Removing a lagged subscriber closes its queue: its stream ends after what it
+            // already has, and the client resumes from the history.
             tracing::info!(
                 count = lagged.len(),
                 "cutting off subscribers whose queue is full"
@@ -543,6 +545,60 @@ async fn fan_out(
             for (key, serial) in lagged.drain(..) {
                 registry.remove(key, serial);
             }
+        }
+    }
+}
+
+/// Fewest subscribers worth a fan-out helper task of their own.
+const PART_MIN: usize = 1024;
+
+/// Hands `update` to every sink in `targets` (draining it), noting in `lagged` the
+/// subscribers whose queue is full. A large crowd is split over the runtime's worker
+/// threads: most updates are written straight to sockets here, and one thread alone would
+/// make the last subscriber wait for every write before its own. All parts finish before
+/// the next update starts, so each subscriber still gets updates in order.
+async fn deliver(
+    update: &Arc<Update>,
+    targets: &mut Vec<(usize, u64, Arc<Sink>)>,
+    lagged: &mut Vec<(usize, u64)>,
+) {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let parts = workers.min(targets.len() / PART_MIN);
+    if parts < 2 {
+        deliver_part(update, targets.drain(..), lagged);
+        return;
+    }
+    // Every part is a task of its own: a task spawned last waits in its worker's next-task
+    // slot, which other workers cannot take, so the parts before it are the ones they run.
+    let chunk = targets.len().div_ceil(parts);
+    let mut helpers = Vec::with_capacity(parts);
+    while !targets.is_empty() {
+        let part: Vec<_> = targets
+            .drain(targets.len().saturating_sub(chunk)..)
+            .collect();
+        let update = Arc::clone(update);
+        helpers.push(tokio::spawn(async move {
+            let mut lagged = Vec::new();
+            deliver_part(&update, part.into_iter(), &mut lagged);
+            lagged
+        }));
+    }
+    for helper in helpers {
+        match helper.await {
+            Ok(more) => lagged.extend(more),
+            Err(error) => tracing::error!(%error, "a fan-out helper failed"),
+        }
+    }
+}
+
+fn deliver_part(
+    update: &Arc<Update>,
+    targets: impl Iterator<Item = (usize, u64, Arc<Sink>)>,
+    lagged: &mut Vec<(usize, u64)>,
+) {
+    for (key, serial, sink) in targets {
+        if sink.deliver(update) == Delivery::Full {
+            lagged.push((key, serial));
         }
     }
 }
@@ -614,7 +670,26 @@ mod tests {
         hub.publish(update("2", "/b")).expect("valid");
         assert_eq!(next_id(&mut subscription).await, "1");
         assert_eq!(next_id(&mut subscription).await, "2");
-        assert!(subscription.queue.try_recv().is_err(), "nothing twice");
+        assert!(subscription.queue.try_recv().is_none(), "nothing twice");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn a_crowd_split_over_workers_gets_every_update_once_in_order() {
+        let hub = hub(10, 64);
+        // Enough subscribers for three parts, and a count that does not divide evenly.
+        let crowd: Vec<Subscription> = (0..3 * PART_MIN + 7)
+            .map(|_| hub.subscribe(spec(&[(MatchType::Exact, "/crowd")]), &Cursor::Live))
+            .collect();
+        for n in 0..20 {
+            hub.publish(update(&n.to_string(), "/crowd"))
+                .expect("valid");
+        }
+        for mut subscription in crowd {
+            for n in 0..20 {
+                assert_eq!(next_id(&mut subscription).await, n.to_string());
+            }
+            assert!(subscription.queue.try_recv().is_none(), "nothing twice");
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,280 @@
+//! A subscriber's delivery point: the bounded queue between the hub's fan-out and the
+//! subscriber's stream and, for streams served on the fast path ([`crate::stream_conn`]),
+//! the socket itself.
+//!
+//! While the stream's own task is idle (nothing queued, nothing taken and not yet written),
+//! the fan-out writes an update straight to the socket: no queue, no wake-up and no poll of
+//! the stream's task, which is most of the work of an update besides the system call.
+//! Otherwise the update is queued and the task sends it in order. Every write to the socket,
+//! the fan-out's and the task's, happens under the sink's lock and only when nothing else is
+//! in flight, so bytes never interleave and updates never overtake each other. When a direct
+//! write is cut short by a full socket, its end is left for the task, which writes it before
+//! anything else.
+
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    io::{self, IoSlice},
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use crate::update::Update;
+
+/// A response extension: the stream's sink, for the fast path to attach the socket to.
+#[derive(Clone, Debug)]
+pub struct Direct(pub Arc<Sink>);
+
+/// One subscriber's queue and, once attached, its socket.
+pub struct Sink {
+    state: Mutex<State>,
+    /// The stream's task, woken when something is queued or left over.
+    task: AtomicWaker,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Arc<Update>>,
+    /// No more updates will come (the subscriber was cut off or removed).
+    closed: bool,
+    /// The socket, while the stream is served on the fast path and its head is written.
+    socket: Option<Arc<TcpStream>>,
+    /// The task has taken updates it has not finished writing, or has an unfinished write.
+    busy: bool,
+    /// The end of a direct write the socket did not take; the task writes it first.
+    leftover: Vec<u8>,
+    /// Updates written directly and not yet counted by the stream.
+    direct: u64,
+}
+
+/// What [`Sink::deliver`] did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the socket (or its end left for the task).
+    Written,
+    /// Queued for the stream's task.
+    Queued,
+    /// Not taken: the queue is full (or closed).
+    Full,
+}
+
+impl Sink {
+    /// An empty sink holding at most `capacity` queued updates.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            task: AtomicWaker::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Hands `update` to the subscriber: straight to its socket when the stream is idle,
+    /// otherwise into its queue.
+    pub fn deliver(&self, update: &Arc<Update>) -> Delivery {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Delivery::Full;
+        }
+        if state.queue.is_empty() && !state.busy {
+            if let Some(socket) = &state.socket {
+                let mut size = [0u8; 18];
+                let used = chunk_header(update.wire.len(), &mut size);
+                match write_now(socket, &[&size[..used], &update.wire, b"\r\n"]) {
+                    Ok(None) => {
+                        state.direct += 1;
+                        return Delivery::Written;
+                    }
+                    Ok(Some(rest)) => {
+                        state.leftover = rest;
+                        state.busy = true;
+                        state.direct += 1;
+                        drop(state);
+                        self.task.wake();
+                        return Delivery::Written;
+                    }
+                    // The socket failed: the task sees it too and ends the stream. Queue the
+                    // update meanwhile, as if the stream were busy.
+                    Err(_) => {}
+                }
+            }
+        }
+        if state.queue.len() >= self.capacity {
+            return Delivery::Full;
+        }
+        state.queue.push_back(Arc::clone(update));
+        drop(state);
+        self.task.wake();
+        Delivery::Queued
+    }
+
+    /// No more updates: the stream ends after what is queued.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.task.wake();
+    }
+
+    /// The next queued update, with the count of updates written directly since the last
+    /// call; `None` once closed and drained. Taking an update marks the stream busy until
+    /// [`Sink::write`] finishes writing it.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> (Poll<Option<Arc<Update>>>, u64) {
+        let mut state = self.state.lock();
+        let direct = std::mem::take(&mut state.direct);
+        if let Some(update) = state.queue.pop_front() {
+            state.busy = true;
+            return (Poll::Ready(Some(update)), direct);
+        }
+        if state.closed {
+            return (Poll::Ready(None), direct);
+        }
+        // Registered under the lock: an update queued after it wakes this task.
+        self.task.register(cx.waker());
+        (Poll::Pending, direct)
+    }
+
+    /// The next queued update (for tests and tools; streams use [`Sink::poll_take`]).
+    pub async fn recv(&self) -> Option<Arc<Update>> {
+        poll_fn(|cx| self.poll_take(cx).0).await
+    }
+
+    /// The next queued update if there is one, without waiting.
+    pub fn try_recv(&self) -> Option<Arc<Update>> {
+        let mut state = self.state.lock();
+        let update = state.queue.pop_front();
+        if update.is_some() {
+            state.busy = true;
+        }
+        update
+    }
+
+    /// Takes what a direct write left over, registering `cx` to hear of the next one.
+    pub fn poll_leftover(&self, cx: &mut Context<'_>) -> Option<Vec<u8>> {
+        let mut state = self.state.lock();
+        if state.leftover.is_empty() {
+            self.task.register(cx.waker());
+            return None;
+        }
+        Some(std::mem::take(&mut state.leftover))
+    }
+
+    /// The stream task's write: runs `write` (which returns what the socket did not take)
+    /// under the lock, so that no direct write can come between. Then direct writes may go
+    /// to `socket` when the write is complete and `socket` is given (the stream continues
+    /// on it), and stop for good when `socket` is `None` (the stream ends).
+    pub fn write(
+        &self,
+        socket: Option<&Arc<TcpStream>>,
+        write: impl FnOnce() -> io::Result<Option<Vec<u8>>>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let mut state = self.state.lock();
+        let result = write();
+        state.busy = !matches!(result, Ok(None));
+        state.socket = match (&result, socket) {
+            (Ok(_), Some(socket)) => Some(Arc::clone(socket)),
+            _ => None,
+        };
+        result
+    }
+
+    /// The count of updates written directly since the last call.
+    pub fn take_direct(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().direct)
+    }
+
+    /// The task finished a write it had to wait for: direct writes may go on.
+    pub fn written(&self) {
+        self.state.lock().busy = false;
+    }
+
+    /// The stream is over: no more direct writes.
+    pub fn detach(&self) {
+        self.state.lock().socket = None;
+    }
+
+    /// How many updates are queued.
+    pub fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Sink")
+            .field("queued", &state.queue.len())
+            .field("closed", &state.closed)
+            .field("attached", &state.socket.is_some())
+            .field("busy", &state.busy)
+            .finish()
+    }
+}
+
+/// Writes `{len:x}\r\n` into `out`; returns how many bytes it used.
+pub fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut count = 0;
+    loop {
+        digits[count] = HEX[n & 0xf];
+        count += 1;
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..count {
+        out[i] = digits[count - 1 - i];
+    }
+    out[count] = b'\r';
+    out[count + 1] = b'\n';
+    count + 2
+}
+
+/// Writes what the socket takes of `parts` (at most five) in one system call, without
+/// waiting; returns the rest, if any.
+pub fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
+    let mut slices = [IoSlice::new(&[]); 5];
+    let mut count = 0;
+    let mut total = 0;
+    for part in parts.iter().filter(|part| !part.is_empty()) {
+        if count == slices.len() {
+            return Err(io::Error::other("too many parts in one write"));
+        }
+        slices[count] = IoSlice::new(part);
+        count += 1;
+        total += part.len();
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    let written = match stream.try_write_vectored(&slices[..count]) {
+        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+        Ok(written) => written,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(error) => return Err(error),
+    };
+    if written == total {
+        return Ok(None);
+    }
+    let mut rest = Vec::with_capacity(total - written);
+    let mut skip = written;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+        } else {
+            rest.extend_from_slice(&part[skip..]);
+            skip = 0;
+        }
+    }
+    Ok(Some(rest))
+}

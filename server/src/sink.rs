@@ -9,7 +9,8 @@
 //! the fan-out's and the task's, happens under the sink's lock and only when nothing else is
 //! in flight, so bytes never interleave and updates never overtake each other. When a direct
 //! write is cut short by a full socket, its end is left for the task, which writes it before
-//! anything else.
+//! anything else. A fan-out that falls behind (more updates waiting) queues instead, so that
+//! each task sends what piled up in one write, and the writes spread over the worker threads.
 
 use std::{
     collections::VecDeque,
@@ -73,14 +74,14 @@ impl Sink {
         })
     }
 
-    /// Hands `update` to the subscriber: straight to its socket when the stream is idle,
-    /// otherwise into its queue.
-    pub fn deliver(&self, update: &Arc<Update>) -> Delivery {
+    /// Hands `update` to the subscriber: straight to its socket when `direct` allows it and
+    /// the stream is idle, otherwise into its queue.
+    pub fn deliver(&self, update: &Arc<Update>, direct: bool) -> Delivery {
         let mut state = self.state.lock();
         if state.closed {
             return Delivery::Full;
         }
-        if state.queue.is_empty() && !state.busy {
+        if direct && state.queue.is_empty() && !state.busy {
             if let Some(socket) = &state.socket {
                 let mut size = [0u8; 18];
                 let used = chunk_header(update.wire.len(), &mut size);

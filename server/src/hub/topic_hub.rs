@@ -533,7 +533,10 @@ async fn fan_out(
                 }
             }
         }
-        deliver(&update, &mut targets, &mut lagged).await;
+        // With updates waiting behind this one, the fan-out queues rather than writes: it
+        // catches up sooner, and each subscriber's task sends what piled up in one write.
+        let direct = updates.is_empty();
+        deliver(&update, direct, &mut targets, &mut lagged).await;
         if !lagged.is_empty() {
             // Removing a lagged subscriber closes its queue: its stream ends after what it
             // already has, and the client resumes from the history.
@@ -550,7 +553,7 @@ async fn fan_out(
 }
 
 /// Fewest subscribers worth a fan-out helper task of their own.
-const PART_MIN: usize = 1024;
+const PART_MIN: usize = 256;
 
 /// Hands `update` to every sink in `targets` (draining it), noting in `lagged` the
 /// subscribers whose queue is full. A large crowd is split over the runtime's worker
@@ -559,13 +562,14 @@ const PART_MIN: usize = 1024;
 /// the next update starts, so each subscriber still gets updates in order.
 async fn deliver(
     update: &Arc<Update>,
+    direct: bool,
     targets: &mut Vec<(usize, u64, Arc<Sink>)>,
     lagged: &mut Vec<(usize, u64)>,
 ) {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let parts = workers.min(targets.len() / PART_MIN);
     if parts < 2 {
-        deliver_part(update, targets.drain(..), lagged);
+        deliver_part(update, direct, targets.drain(..), lagged);
         return;
     }
     // Every part is a task of its own: a task spawned last waits in its worker's next-task
@@ -579,7 +583,7 @@ async fn deliver(
         let update = Arc::clone(update);
         helpers.push(tokio::spawn(async move {
             let mut lagged = Vec::new();
-            deliver_part(&update, part.into_iter(), &mut lagged);
+            deliver_part(&update, direct, part.into_iter(), &mut lagged);
             lagged
         }));
     }
@@ -593,11 +597,12 @@ async fn deliver(
 
 fn deliver_part(
     update: &Arc<Update>,
+    direct: bool,
     targets: impl Iterator<Item = (usize, u64, Arc<Sink>)>,
     lagged: &mut Vec<(usize, u64)>,
 ) {
     for (key, serial, sink) in targets {
-        if sink.deliver(update) == Delivery::Full {
+        if sink.deliver(update, direct) == Delivery::Full {
             lagged.push((key, serial));
         }
     }

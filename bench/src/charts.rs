@@ -31,6 +31,21 @@ pub fn color(target: Target) -> RGBColor {
     }
 }
 
+/// The legend, the same on every chart: upper left, on a light box.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(draw_error)
+}
+
 fn draw_error(error: impl std::fmt::Display) -> crate::util::Error {
     fail!("chart: {error}")
 }
@@ -173,13 +188,7 @@ fn grouped_bars<DB: DrawingBackend>(
             .label(goal.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(draw_error)?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 
@@ -335,13 +344,7 @@ fn fanout_latency(results: &Results, path: &Path) -> Result<()> {
                 .map_err(draw_error)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(draw_error)?;
+    draw_legend(&mut chart)?;
     root.present().map_err(draw_error)
 }
 

@@ -195,16 +195,6 @@ impl Sink {
     pub fn detach(&self) {
         self.state.lock().socket = None;
     }
-
-    /// How many updates are queued.
-    pub fn len(&self) -> usize {
-        self.state.lock().queue.len()
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl std::fmt::Debug for Sink {

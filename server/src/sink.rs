@@ -22,7 +22,7 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 use crate::update::Update;
 
@@ -51,6 +51,8 @@ struct State {
     leftover: Vec<u8>,
     /// Updates written directly and not yet counted by the stream.
     direct: u64,
+    /// When the last direct write went out: the stream's keep-alive timer counts from it.
+    last_direct: Option<Instant>,
 }
 
 /// What [`Sink::deliver`] did with an update.
@@ -88,12 +90,14 @@ impl Sink {
                 match write_now(socket, &[&size[..used], &update.wire, b"\r\n"]) {
                     Ok(None) => {
                         state.direct += 1;
+                        state.last_direct = Some(Instant::now());
                         return Delivery::Written;
                     }
                     Ok(Some(rest)) => {
                         state.leftover = rest;
                         state.busy = true;
                         state.direct += 1;
+                        state.last_direct = Some(Instant::now());
                         drop(state);
                         self.task.wake();
                         return Delivery::Written;
@@ -184,6 +188,11 @@ impl Sink {
     /// The count of updates written directly since the last call.
     pub fn take_direct(&self) -> u64 {
         std::mem::take(&mut self.state.lock().direct)
+    }
+
+    /// When the fan-out last wrote an update straight to the socket, if it ever did.
+    pub fn last_direct(&self) -> Option<Instant> {
+        self.state.lock().last_direct
     }
 
     /// The task finished a write it had to wait for: direct writes may go on.

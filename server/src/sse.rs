@@ -11,6 +11,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -26,7 +27,7 @@ use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown::ShutdownWatch;
+use crate::{shutdown::ShutdownWatch, sink::Sink};
 
 /// The comment sent on idle streams so that proxies and browsers keep the connection open.
 pub const KEEP_ALIVE: &[u8] = b":\n\n";
@@ -244,6 +245,9 @@ struct KeepAlive {
     every: Duration,
     timer: Pin<Box<Sleep>>,
     last_sent: Instant,
+    /// Where the hub writes updates straight to the socket, past this body: those writes
+    /// count as sent too.
+    direct: Option<Arc<Sink>>,
 }
 
 impl<S> SseBody<S>
@@ -259,9 +263,19 @@ where
                 every,
                 timer: Box::pin(tokio::time::sleep(every)),
                 last_sent: Instant::now(),
+                direct: None,
             }),
             done: false,
         }
+    }
+
+    /// Counts the updates the hub writes straight to the socket through `sink` as sent, so
+    /// that a stream kept busy that way gets no keep-alive comments.
+    pub fn with_direct_writes(mut self, sink: Arc<Sink>) -> Self {
+        if let Some(keep_alive) = self.keep_alive.as_mut() {
+            keep_alive.direct = Some(sink);
+        }
+        self
     }
 }
 
@@ -318,6 +332,13 @@ where
         }
         if let Some(keep_alive) = this.keep_alive.as_mut() {
             while keep_alive.timer.as_mut().poll(cx).is_ready() {
+                if let Some(at) = keep_alive
+                    .direct
+                    .as_ref()
+                    .and_then(|sink| sink.last_direct())
+                {
+                    keep_alive.last_sent = keep_alive.last_sent.max(at);
+                }
                 let due = keep_alive.last_sent + keep_alive.every;
                 if due > Instant::now() {
                     // Something was sent since the timer was set: wait from then.

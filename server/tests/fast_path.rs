@@ -168,6 +168,42 @@ async fn hub_subscriptions_get_updates_and_a_stalled_one_is_dropped() {
     drop(stalled);
 }
 
+/// Updates the fan-out writes straight to the socket count as traffic: a stream that gets
+/// them more often than the keep-alive interval gets no keep-alive comments, and one that
+/// falls silent gets them again.
+#[tokio::test]
+async fn direct_writes_hold_off_keep_alive_comments() {
+    let server = start(&["--keep-alive", "1s"]).await;
+    let mut reader = raw_get(server.addr, "/.well-known/mercure?match=%2Fbusy", ACCEPT).await;
+    let greeting = read_until(&mut reader, b":\n\n", Duration::from_secs(5)).await;
+    let head_len = greeting
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let mut body = greeting[head_len..].to_vec();
+    subscribers(&server, 1).await;
+    // Three keep-alive intervals of updates, ten an interval.
+    let mut last = String::new();
+    for n in 0..30 {
+        last = publish_ok(&server, &[("topic", "/busy"), ("data", &format!("n={n}"))]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    read_into(&mut reader, &mut body, last.as_bytes()).await;
+    let comments = |body: &[u8]| {
+        let text = String::from_utf8(dechunk_prefix(body)).expect("utf-8");
+        let events: Vec<String> = text.split("\n\n").map(str::to_owned).collect();
+        let updates = events.iter().filter(|e| e.contains("data: n=")).count();
+        (events.iter().filter(|e| *e == ":").count(), updates)
+    };
+    let (busy_comments, updates) = comments(&body);
+    assert_eq!(updates, 30, "every update arrives");
+    assert_eq!(busy_comments, 1, "only the greeting while updates flow");
+    // Silent from here on: the keep-alive comes back.
+    read_into(&mut reader, &mut body, b"3\r\n:\n\n\r\n").await;
+    assert_eq!(comments(&body).0, 2);
+}
+
 /// Decodes the complete chunks at the start of a chunked body; stops at the first
 /// incomplete one.
 fn dechunk_prefix(mut body: &[u8]) -> Vec<u8> {

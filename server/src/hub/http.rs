@@ -279,7 +279,8 @@ async fn subscribe(
     let tracker = StreamTracker::start(Arc::clone(&service.metrics), request.cursor.is_some());
     let sink = Arc::clone(&subscription.queue);
     let stream = HubStream::new(subscription, expires_at, tracker, Arc::clone(&service));
-    let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive));
+    let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive))
+        .with_direct_writes(Arc::clone(&sink));
     let mut response = sse::response(body);
     // Served on the fast path, the stream's socket goes to the sink once the head is out.
     response.extensions_mut().insert(Direct(sink));

@@ -9,6 +9,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n\033[1;34m==>\033[0m %s\n' "$*"; }
 
+# On CI (CI is set; .ci/run sets it) the run keeps its disk use low: no incremental caches,
+# and each build's outputs go as soon as no later step needs them.
+lean=false
+[[ -n "${CI:-}" ]] && lean=true
+$lean && export CARGO_INCREMENTAL=0
+free_disk() {
+  local what=$1
+  shift
+  { $lean && (($#)); } || return 0
+  step "Freeing disk: $what ($(du -shc "$@" 2>/dev/null | tail -1 | cut -f1))"
+  rm -rf "$@"
+}
+
 step "Formatting"
 cargo fmt --all -- --check
 
@@ -20,12 +33,17 @@ cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 step "Rust tests"
 cargo test --locked -p app -p server -p loadgen -p bench
+# The test executables (extensionless files in deps/) are not part of any later build.
+free_disk "test executables" $(find target/debug/deps -maxdepth 1 -type f -perm -u+x ! -name '*.*')
 
 for profile in debug release; do
   step "Build ($profile)"
   if [[ $profile == release ]]; then cargo leptos build --release; else cargo leptos build; fi
   step "Playwright against the $profile build"
   (cd end2end && PULSE_SERVER_BIN="../target/$profile/server" PULSE_PROFILE=$profile npx playwright test)
+  if [[ $profile == debug ]]; then
+    free_disk "the debug builds" target/debug target/wasm32-unknown-unknown target/front/wasm32-unknown-unknown/debug
+  fi
 done
 
 step "All tests passed"

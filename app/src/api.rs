@@ -70,7 +70,7 @@ pub struct TopicMessage {
 }
 
 /// What a topic page renders before it subscribes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopicSnapshot {
     pub topic: String,
     pub messages: Vec<TopicMessage>,
@@ -265,6 +265,54 @@ pub fn set_not_found_status() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The islands read these encodings in the browser by field name, without serde
+    /// (`live::page_data`, `live::post`): a renamed field or variant must fail here.
+    #[test]
+    fn island_data_and_errors_keep_the_json_shape_the_browser_reads() {
+        let settings = serde_json::to_value(CounterSettings::default()).unwrap();
+        assert_eq!(
+            settings,
+            serde_json::json!({"count": 20, "interval_ms": 1000, "retry_ms": 15000})
+        );
+        let snapshot = TopicSnapshot {
+            topic: "general".into(),
+            messages: vec![TopicMessage {
+                id: "urn:uuid:1".into(),
+                text: "hi".into(),
+                time_ms: 1_700_000_000_000,
+                members_only: true,
+            }],
+            older: 3,
+            watchers: vec!["w1".into()],
+            cursor: "urn:uuid:1".into(),
+            member: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&snapshot).unwrap(),
+            serde_json::json!({
+                "topic": "general",
+                "messages": [{"id": "urn:uuid:1", "text": "hi", "time_ms": 1_700_000_000_000u64, "members_only": true}],
+                "older": 3,
+                "watchers": ["w1"],
+                "cursor": "urn:uuid:1",
+                "member": false,
+            })
+        );
+        let errors = [
+            (TopicError::Invalid("x".into()), r#"{"Invalid":"x"}"#),
+            (TopicError::TooFast(3), r#"{"TooFast":3}"#),
+            (TopicError::NotMember, r#""NotMember""#),
+            (
+                TopicError::Unavailable("x".into()),
+                r#"{"Unavailable":"x"}"#,
+            ),
+            (TopicError::Transport("x".into()), r#"{"Transport":"x"}"#),
+        ];
+        for (error, json) in errors {
+            assert_eq!(serde_json::to_string(&error).unwrap(), json);
+        }
+    }
 
     #[test]
     fn topic_names_are_short_slugs() {

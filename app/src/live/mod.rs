@@ -3,6 +3,7 @@
 
 pub mod event_source;
 pub mod model;
+pub mod page_data;
 pub mod post;
 pub mod time;
 

@@ -41,9 +41,25 @@ pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> Result<String, Top
     if response.ok() {
         Ok(text)
     } else {
-        Err(serde_json::from_str::<TopicError>(&text)
-            .unwrap_or_else(|_| transport(&format!("the server answered {}", response.status()))))
+        Err(error_from_json(&text)
+            .unwrap_or_else(|| transport(&format!("the server answered {}", response.status()))))
     }
+}
+
+/// Reads a server function's error as serde encodes [`TopicError`]: `"NotMember"`, or an
+/// object with one member named after the variant (`{"TooFast": 3}`).
+#[cfg(feature = "hydrate")]
+fn error_from_json(text: &str) -> Option<TopicError> {
+    let json = super::page_data::Json::parse(text)?;
+    if json.str().as_deref() == Some("NotMember") {
+        return Some(TopicError::NotMember);
+    }
+    let text = |variant: &str| json.get(variant).str();
+    text("Invalid")
+        .map(TopicError::Invalid)
+        .or_else(|| json.get("TooFast").u32().map(TopicError::TooFast))
+        .or_else(|| text("Unavailable").map(TopicError::Unavailable))
+        .or_else(|| text("Transport").map(TopicError::Transport))
 }
 
 /// Off the browser nothing is sent.

@@ -6,8 +6,11 @@ use leptos_meta::Title;
 use crate::{
     api::CounterSettings,
     components::{ConnectionStatus, FeedList},
-    live::{format_delay, use_event_source, Feed, Flow},
+    live::{format_delay, page_data, use_event_source, Feed, Flow},
 };
+
+/// Where the page keeps the counter island's settings.
+const SETTINGS_DATA: &str = "counter-settings";
 
 /// The most messages the page keeps on screen; older ones are counted.
 const MAX_SHOWN: u32 = 500;
@@ -20,7 +23,8 @@ pub fn CounterPage() -> impl IntoView {
         <Title text="Live counter"/>
         <section class="card">
             <h1>"Live counter"</h1>
-            <CounterFeed settings/>
+            {page_data::provide(SETTINGS_DATA, settings)}
+            <CounterFeed/>
         </section>
         <section class="card card-secondary">
             <h2>"Broadcast topics"</h2>
@@ -41,7 +45,8 @@ pub fn CounterPage() -> impl IntoView {
 
 /// Subscribes to `/stream` and shows its messages, progress and connection state.
 #[island]
-fn CounterFeed(settings: CounterSettings) -> impl IntoView {
+fn CounterFeed() -> impl IntoView {
+    let settings = settings().unwrap_or_default();
     let feed = RwSignal::new(Feed::new(
         (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize
     ));
@@ -83,4 +88,21 @@ fn CounterFeed(settings: CounterSettings) -> impl IntoView {
         <progress class="feed-progress" max=settings.count value=received aria-label="Messages received"></progress>
         <FeedList feed empty="Waiting for the first message…"/>
     }
+}
+
+/// The settings the page was rendered with.
+#[cfg(not(feature = "hydrate"))]
+fn settings() -> Option<CounterSettings> {
+    page_data::from_context()
+}
+
+/// The settings the page was rendered with, read from the page.
+#[cfg(feature = "hydrate")]
+fn settings() -> Option<CounterSettings> {
+    let json = page_data::read(SETTINGS_DATA)?;
+    Some(CounterSettings {
+        count: json.get("count").u32()?,
+        interval_ms: json.get("interval_ms").u32()?,
+        retry_ms: json.get("retry_ms").u32()?,
+    })
 }

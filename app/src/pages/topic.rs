@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use leptos::{html, prelude::*, server_fn::ServerFn, task::spawn_local};
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
-use serde::Deserialize;
 
 use crate::{
     api::{topic_iri, topic_snapshot, SetMembership, TopicSnapshot, TOPIC_PAGE_MESSAGES},
     components::{Composer, ConnectionStatus, FeedList},
     live::{
-        post::post_form,
+        page_data,
+        post::{encode, post_form},
         time::{now_millis, uuid_v7_millis},
         use_event_source, ConnectionState, Feed, Flow, NewItem,
     },
@@ -35,7 +35,8 @@ pub fn TopicPage() -> impl IntoView {
     match topic_snapshot(name) {
         Ok(snapshot) => view! {
             <Title text=format!("#{}", snapshot.topic)/>
-            <TopicRoom snapshot/>
+            {page_data::provide(SNAPSHOT_DATA, snapshot)}
+            <TopicRoom/>
         }
         .into_any(),
         Err(error) => {
@@ -53,23 +54,80 @@ pub fn TopicPage() -> impl IntoView {
     }
 }
 
+/// Where the page keeps the room island's snapshot.
+const SNAPSHOT_DATA: &str = "topic-snapshot";
+
 /// The fields of the hub's own events (`event: mercure`) the page reads: subscription
 /// events (`subscriber`, `active`) and health notices (`type: health`, `state`).
-#[derive(Deserialize)]
 struct HubEvent {
-    #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
     subscriber: String,
-    #[serde(default)]
     active: bool,
-    #[serde(default)]
     state: String,
+}
+
+impl HubEvent {
+    /// Reads an event's JSON data; `None` if it is not a JSON object with a `type`.
+    #[cfg(feature = "hydrate")]
+    fn parse(data: &str) -> Option<Self> {
+        let json = page_data::Json::parse(data)?;
+        Some(Self {
+            kind: json.get("type").str()?,
+            subscriber: json.get("subscriber").str().unwrap_or_default(),
+            active: json.get("active").bool().unwrap_or_default(),
+            state: json.get("state").str().unwrap_or_default(),
+        })
+    }
+
+    /// Off the browser no events arrive.
+    #[cfg(not(feature = "hydrate"))]
+    fn parse(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+/// The snapshot the page was rendered with.
+#[cfg(not(feature = "hydrate"))]
+fn snapshot() -> Option<TopicSnapshot> {
+    page_data::from_context()
+}
+
+/// The snapshot the page was rendered with, read from the page.
+#[cfg(feature = "hydrate")]
+fn snapshot() -> Option<TopicSnapshot> {
+    let json = page_data::read(SNAPSHOT_DATA)?;
+    let messages = json
+        .get("messages")
+        .items()
+        .iter()
+        .map(|message| {
+            Some(crate::api::TopicMessage {
+                id: message.get("id").str()?,
+                text: message.get("text").str()?,
+                time_ms: message.get("time_ms").u64()?,
+                members_only: message.get("members_only").bool()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let watchers = json
+        .get("watchers")
+        .items()
+        .iter()
+        .map(page_data::Json::str)
+        .collect::<Option<Vec<_>>>()?;
+    Some(TopicSnapshot {
+        topic: json.get("topic").str()?,
+        messages,
+        older: json.get("older").u32()?,
+        watchers,
+        cursor: json.get("cursor").str()?,
+        member: json.get("member").bool()?,
+    })
 }
 
 /// The live part of a topic page: the feed, watchers, membership and composer.
 #[island]
-fn TopicRoom(snapshot: TopicSnapshot) -> impl IntoView {
+fn TopicRoom() -> impl IntoView {
     let TopicSnapshot {
         topic,
         messages,
@@ -77,7 +135,7 @@ fn TopicRoom(snapshot: TopicSnapshot) -> impl IntoView {
         watchers,
         cursor,
         member,
-    } = snapshot;
+    } = snapshot().unwrap_or_default();
     let pending = RwSignal::new(false);
     let change_membership = move |_| {
         pending.set(true);
@@ -113,18 +171,18 @@ fn TopicRoom(snapshot: TopicSnapshot) -> impl IntoView {
         BROWSER_RETRY_MS,
         move |event| {
             if event.event == "mercure" {
-                match serde_json::from_str::<HubEvent>(&event.data) {
-                    Ok(health) if health.kind == "health" => {
+                match HubEvent::parse(&event.data) {
+                    Some(health) if health.kind == "health" => {
                         degraded.set(health.state == "degraded")
                     }
-                    Ok(presence) => watchers.update(|set| {
+                    Some(presence) => watchers.update(|set| {
                         if presence.active {
                             set.insert(presence.subscriber);
                         } else {
                             set.remove(&presence.subscriber);
                         }
                     }),
-                    Err(_) => {}
+                    None => {}
                 }
             } else {
                 let time_ms = uuid_v7_millis(&event.id).unwrap_or_else(now_millis);
@@ -244,28 +302,15 @@ pub fn subscription_url(topic: &str, cursor: &str) -> String {
     let iri = topic_iri(topic);
     let presence = format!(
         "/.well-known/mercure/subscriptions/exact/{}/:subscriber",
-        encode_component(&iri)
+        encode(&iri)
     );
     format!(
         "/.well-known/mercure?match={}&match={}&match_urlpattern={}&last_event_id={}",
-        encode_component(&iri),
-        encode_component(HEALTH_TOPIC),
-        encode_component(&presence),
-        encode_component(cursor)
+        encode(&iri),
+        encode(HEALTH_TOPIC),
+        encode(&presence),
+        encode(cursor)
     )
-}
-
-/// Percent-encodes everything but `A-Z a-z 0-9 - _ . ~`.
-fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

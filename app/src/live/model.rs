@@ -220,9 +220,71 @@ impl Feed {
     }
 }
 
+/// Who is watching a topic: a set of subscriber ids, kept as a sorted list (a `BTreeSet`
+/// would add 7 KB to the WASM for a set this small).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watchers(Vec<String>);
+
+impl Watchers {
+    /// The set of `ids` (repeats count once).
+    pub fn new(ids: impl IntoIterator<Item = String>) -> Self {
+        let mut watchers = Self::default();
+        for id in ids {
+            watchers.insert(id);
+        }
+        watchers
+    }
+
+    /// Adds `id`; `false` if it was there.
+    pub fn insert(&mut self, id: String) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, id);
+                true
+            }
+        }
+    }
+
+    /// Removes `id`; `false` if it was not there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        match self.0.binary_search_by(|probe| probe.as_str().cmp(id)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// How many are watching.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nobody is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchers_are_a_set() {
+        let mut watchers = Watchers::new(["b", "a", "b"].map(String::from));
+        assert_eq!(watchers.len(), 2);
+        assert!(!watchers.insert("a".into()));
+        assert!(watchers.insert("c".into()));
+        assert_eq!(watchers.len(), 3);
+        assert!(watchers.remove("b"));
+        assert!(!watchers.remove("b"));
+        assert!(!watchers.remove("zz"));
+        assert!(watchers.remove("a") && watchers.remove("c"));
+        assert!(watchers.is_empty());
+    }
 
     fn texts(feed: &Feed) -> Vec<&str> {
         feed.items().map(|item| item.text.as_str()).collect()

@@ -4,8 +4,6 @@
 //! published while the page loads arrives exactly once: if it was in the snapshot, the
 //! hub does not send it again; if not, the hub replays it.
 
-use std::collections::BTreeSet;
-
 use leptos::{html, prelude::*, server_fn::ServerFn, task::spawn_local};
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -17,7 +15,7 @@ use crate::{
         page_data,
         post::{encode, post_form},
         time::{now_millis, uuid_v7_millis},
-        use_event_source, ConnectionState, Feed, Flow, NewItem,
+        use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers,
     },
 };
 
@@ -162,7 +160,7 @@ fn TopicRoom() -> impl IntoView {
         });
     }
     let feed = RwSignal::new(initial);
-    let watchers = RwSignal::new(watchers.into_iter().collect::<BTreeSet<String>>());
+    let watchers = RwSignal::new(Watchers::new(watchers));
     let degraded = RwSignal::new(false);
     let url = subscription_url(&topic, &cursor);
     let state = use_event_source(
@@ -231,7 +229,7 @@ fn TopicRoom() -> impl IntoView {
             }
         }
     };
-    let watching = move || match watchers.with(BTreeSet::len) {
+    let watching = move || match watchers.with(Watchers::len) {
         1 => "1 watching".to_owned(),
         n => format!("{n} watching"),
     };

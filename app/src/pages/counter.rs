@@ -23,6 +23,14 @@ pub fn CounterPage() -> impl IntoView {
         <Title text="Live counter"/>
         <section class="card">
             <h1>"Live counter"</h1>
+            <p class="lede">
+                {format!(
+                    "The server pushes {} messages, one every {}, over Server-Sent Events. \
+                     The page appends each one as it arrives and closes the connection at the end.",
+                    settings.count,
+                    format_delay(settings.interval_ms),
+                )}
+            </p>
             {page_data::provide(SETTINGS_DATA, settings)}
             <CounterFeed/>
         </section>
@@ -70,14 +78,6 @@ fn CounterFeed() -> impl IntoView {
     );
     let received = move || feed.with(Feed::message_count);
     view! {
-        <p class="lede">
-            {format!(
-                "The server pushes {} messages, one every {}, over Server-Sent Events. \
-                 The page appends each one as it arrives and closes the connection at the end.",
-                settings.count,
-                format_delay(settings.interval_ms),
-            )}
-        </p>
         <div class="feed-toolbar">
             <ConnectionStatus state/>
             <p class="feed-count">

@@ -4,7 +4,7 @@
 //! published while the page loads arrives exactly once: if it was in the snapshot, the
 //! hub does not send it again; if not, the hub replays it.
 
-use leptos::{html, prelude::*, server_fn::ServerFn, task::spawn_local};
+use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
@@ -13,7 +13,7 @@ use crate::{
     components::{Composer, ConnectionStatus, FeedList},
     live::{
         page_data,
-        post::{encode, post_form},
+        post::encode,
         time::{now_millis, uuid_v7_millis},
         use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers,
     },
@@ -134,21 +134,6 @@ fn TopicRoom() -> impl IntoView {
         cursor,
         member,
     } = snapshot().unwrap_or_default();
-    let pending = RwSignal::new(false);
-    let change_membership = move |_| {
-        pending.set(true);
-        spawn_local(async move {
-            let value = if member { "false" } else { "true" };
-            if post_form(SetMembership::PATH, &[("member", value)])
-                .await
-                .is_ok()
-            {
-                // A new token changes what the hub sends: load the page again with it.
-                reload_page();
-            }
-            pending.set(false);
-        });
-    };
     let mut initial = Feed::new(TOPIC_PAGE_MESSAGES);
     initial.count_evicted(u64::from(older));
     for message in messages {
@@ -253,16 +238,13 @@ fn TopicRoom() -> impl IntoView {
                     <span class="watchers" data-testid="watchers">{watching}</span>
                 </div>
             </header>
-            <div class="membership" data-testid="membership">
+            // A plain form: the server sets the new token and sends the browser back here,
+            // which reloads the page with it (what the hub sends depends on the token).
+            <form class="membership" method="post" action=SetMembership::PATH data-testid="membership">
+                <input type="hidden" name="member" value=if member { "false" } else { "true" }/>
                 <span>{membership_note}</span>
-                <button
-                    class="link-button"
-                    disabled=move || pending.get()
-                    on:click=change_membership
-                >
-                    {membership_action}
-                </button>
-            </div>
+                <button class="link-button" type="submit">{membership_action}</button>
+            </form>
             <Show when=move || degraded.get()>
                 <p class="banner-warn" data-testid="degraded">
                     "The hub cannot store messages right now: sending is paused, and delivery "
@@ -281,18 +263,6 @@ fn TopicRoom() -> impl IntoView {
         </section>
     }
 }
-
-/// Loads the page again (after the reader joined or left the members).
-#[cfg(feature = "hydrate")]
-fn reload_page() {
-    if let Some(window) = web_sys::window() {
-        let _ = window.location().reload();
-    }
-}
-
-/// Only the browser reloads pages.
-#[cfg(not(feature = "hydrate"))]
-fn reload_page() {}
 
 /// The hub URL a topic page subscribes to: the topic's messages and its subscription
 /// events, from `cursor`.

@@ -120,7 +120,7 @@ impl Profile {
             targets: vec![Target::Pulse, Target::Nchan, Target::Starlette],
             capacity_sizes: vec![1_000, 10_000, 19_900],
             capacity_rate: 1.0,
-            capacity_hold_s: 10.0,
+            capacity_hold_s: 20.0,
             redis_size: 39_800,
             fanout: vec![
                 FanoutSeries {

@@ -176,12 +176,7 @@ async fn direct_writes_hold_off_keep_alive_comments() {
     let server = start(&["--keep-alive", "1s"]).await;
     let mut reader = raw_get(server.addr, "/.well-known/mercure?match=%2Fbusy", ACCEPT).await;
     let greeting = read_until(&mut reader, b":\n\n", Duration::from_secs(5)).await;
-    let head_len = greeting
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let mut body = greeting[head_len..].to_vec();
+    let mut body = body_after_head(&greeting);
     subscribers(&server, 1).await;
     // Three keep-alive intervals of updates, ten an interval.
     let mut last = String::new();
@@ -202,6 +197,16 @@ async fn direct_writes_hold_off_keep_alive_comments() {
     // Silent from here on: the keep-alive comes back.
     read_into(&mut reader, &mut body, b"3\r\n:\n\n\r\n").await;
     assert_eq!(comments(&body).0, 2);
+}
+
+/// What follows the response head in the bytes read so far.
+fn body_after_head(read: &[u8]) -> Vec<u8> {
+    let head_len = read
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    read[head_len..].to_vec()
 }
 
 /// Decodes the complete chunks at the start of a chunked body; stops at the first
@@ -262,12 +267,7 @@ async fn direct_and_queued_writes_never_reorder_or_interleave() {
     .expect("send");
     let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
     assert!(contains(&greeting, b":\n\n"));
-    let head_len = greeting
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let mut body = greeting[head_len..].to_vec();
+    let mut body = body_after_head(&greeting);
 
     // Sizes from a few bytes to 60 KiB, 9 MB in all: more than the kernel buffers hold, so
     // some updates fit in the socket whole and some are cut short.

@@ -4,18 +4,16 @@
 //! Leptos deserializes island props with serde_json in the browser; that and the derived
 //! deserializers were a quarter of the page's WASM (36 of 147 KB gzipped). Instead the
 //! page renders an island's data as JSON into a hidden element ([`provide`]), and in the
-//! browser the island reads it with the browser's own `JSON.parse` ([`Json`], [`read`]).
-//! While rendering on the server, the island gets the same value from context.
+//! browser the island reads it with the browser's own `JSON.parse` ([`Json`]) through its
+//! type's [`IslandData::from_json`]. While rendering on the server, the island gets the
+//! same value from context. Either way the island calls [`get`].
 
 use leptos::prelude::*;
 use serde::Serialize;
 
 /// Makes `value` the data of the island that reads `id`: as context for the island's
 /// server rendering, and as the returned hidden element for the browser.
-pub fn provide<T>(id: &'static str, value: T) -> impl IntoView
-where
-    T: Serialize + Clone + Send + Sync + 'static,
-{
+pub fn provide<T: IslandData + Serialize>(id: &'static str, value: T) -> impl IntoView {
     // Off the server nothing renders this (the page around an island is not hydrated).
     let json = if cfg!(feature = "ssr") {
         serde_json::to_string(&value).unwrap_or_default()
@@ -26,15 +24,29 @@ where
     view! { <div id=id data-json=json hidden></div> }
 }
 
-/// The island's data while rendering on the server.
-#[cfg(not(feature = "hydrate"))]
-pub fn from_context<T: Clone + 'static>() -> Option<T> {
-    use_context::<T>()
+/// A type an island starts from.
+pub trait IslandData: Clone + Send + Sync + 'static {
+    /// Reads the value from the JSON [`provide`] rendered (serde's encoding of it).
+    #[cfg(feature = "hydrate")]
+    fn from_json(json: &Json) -> Option<Self>;
+}
+
+/// The island's data under `id`: from context on the server, from the page in the browser.
+pub fn get<T: IslandData>(id: &str) -> Option<T> {
+    #[cfg(feature = "hydrate")]
+    {
+        T::from_json(&read(id)?)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = id;
+        use_context::<T>()
+    }
 }
 
 /// The JSON the page holds under `id`, parsed.
 #[cfg(feature = "hydrate")]
-pub fn read(id: &str) -> Option<Json> {
+fn read(id: &str) -> Option<Json> {
     let text = web_sys::window()?
         .document()?
         .get_element_by_id(id)?

@@ -54,7 +54,7 @@ pub fn CounterPage() -> impl IntoView {
 /// Subscribes to `/stream` and shows its messages, progress and connection state.
 #[island]
 fn CounterFeed() -> impl IntoView {
-    let settings = settings().unwrap_or_default();
+    let settings = page_data::get::<CounterSettings>(SETTINGS_DATA).unwrap_or_default();
     let feed = RwSignal::new(Feed::new(
         (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize
     ));
@@ -90,19 +90,13 @@ fn CounterFeed() -> impl IntoView {
     }
 }
 
-/// The settings the page was rendered with.
-#[cfg(not(feature = "hydrate"))]
-fn settings() -> Option<CounterSettings> {
-    page_data::from_context()
-}
-
-/// The settings the page was rendered with, read from the page.
-#[cfg(feature = "hydrate")]
-fn settings() -> Option<CounterSettings> {
-    let json = page_data::read(SETTINGS_DATA)?;
-    Some(CounterSettings {
-        count: json.get("count").u32()?,
-        interval_ms: json.get("interval_ms").u32()?,
-        retry_ms: json.get("retry_ms").u32()?,
-    })
+impl page_data::IslandData for CounterSettings {
+    #[cfg(feature = "hydrate")]
+    fn from_json(json: &page_data::Json) -> Option<Self> {
+        Some(Self {
+            count: json.get("count").u32()?,
+            interval_ms: json.get("interval_ms").u32()?,
+            retry_ms: json.get("retry_ms").u32()?,
+        })
+    }
 }

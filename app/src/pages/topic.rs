@@ -84,43 +84,37 @@ impl HubEvent {
     }
 }
 
-/// The snapshot the page was rendered with.
-#[cfg(not(feature = "hydrate"))]
-fn snapshot() -> Option<TopicSnapshot> {
-    page_data::from_context()
-}
-
-/// The snapshot the page was rendered with, read from the page.
-#[cfg(feature = "hydrate")]
-fn snapshot() -> Option<TopicSnapshot> {
-    let json = page_data::read(SNAPSHOT_DATA)?;
-    let messages = json
-        .get("messages")
-        .items()
-        .iter()
-        .map(|message| {
-            Some(crate::api::TopicMessage {
-                id: message.get("id").str()?,
-                text: message.get("text").str()?,
-                time_ms: message.get("time_ms").u64()?,
-                members_only: message.get("members_only").bool()?,
+impl page_data::IslandData for TopicSnapshot {
+    #[cfg(feature = "hydrate")]
+    fn from_json(json: &page_data::Json) -> Option<Self> {
+        let messages = json
+            .get("messages")
+            .items()
+            .iter()
+            .map(|message| {
+                Some(crate::api::TopicMessage {
+                    id: message.get("id").str()?,
+                    text: message.get("text").str()?,
+                    time_ms: message.get("time_ms").u64()?,
+                    members_only: message.get("members_only").bool()?,
+                })
             })
+            .collect::<Option<Vec<_>>>()?;
+        let watchers = json
+            .get("watchers")
+            .items()
+            .iter()
+            .map(page_data::Json::str)
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            topic: json.get("topic").str()?,
+            messages,
+            older: json.get("older").u32()?,
+            watchers,
+            cursor: json.get("cursor").str()?,
+            member: json.get("member").bool()?,
         })
-        .collect::<Option<Vec<_>>>()?;
-    let watchers = json
-        .get("watchers")
-        .items()
-        .iter()
-        .map(page_data::Json::str)
-        .collect::<Option<Vec<_>>>()?;
-    Some(TopicSnapshot {
-        topic: json.get("topic").str()?,
-        messages,
-        older: json.get("older").u32()?,
-        watchers,
-        cursor: json.get("cursor").str()?,
-        member: json.get("member").bool()?,
-    })
+    }
 }
 
 /// The live part of a topic page: the feed, watchers, membership and composer.
@@ -133,7 +127,7 @@ fn TopicRoom() -> impl IntoView {
         watchers,
         cursor,
         member,
-    } = snapshot().unwrap_or_default();
+    } = page_data::get::<TopicSnapshot>(SNAPSHOT_DATA).unwrap_or_default();
     let mut initial = Feed::new(TOPIC_PAGE_MESSAGES);
     initial.count_evicted(u64::from(older));
     for message in messages {

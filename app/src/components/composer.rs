@@ -18,33 +18,19 @@ pub fn Composer(
     member: Signal<bool>,
 ) -> impl IntoView {
     let form = NodeRef::<html::Form>::new();
-    let text = NodeRef::<html::Textarea>::new();
-    let members_only = NodeRef::<html::Input>::new();
     let length = RwSignal::new(0usize);
     let pending = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
-    let topic_field = topic.clone();
     let on_submit = move |event: SubmitEvent| {
         event.prevent_default();
-        let (Some(text_input), Some(members_input)) =
-            (text.get_untracked(), members_only.get_untracked())
-        else {
+        let Some(form) = form.get_untracked() else {
             return;
         };
-        let message = text_input.value();
-        let private = members_input.checked();
-        let topic = topic.clone();
         pending.set(true);
         spawn_local(async move {
-            let mut fields = vec![("topic", topic.as_str()), ("text", message.as_str())];
-            if private {
-                fields.push(("members_only", "on"));
-            }
-            match post_form(PostMessage::PATH, &fields).await {
+            match post_form(&form).await {
                 Ok(_) => {
-                    if let Some(form) = form.get_untracked() {
-                        form.reset();
-                    }
+                    form.reset();
                     length.set(0);
                     error.set(None);
                 }
@@ -62,7 +48,7 @@ pub fn Composer(
             node_ref=form
             on:submit=on_submit
         >
-            <input type="hidden" name="topic" value=topic_field/>
+            <input type="hidden" name="topic" value=topic/>
             <label for="composer-text" class="visually-hidden">"Message"</label>
             <textarea
                 id="composer-text"
@@ -71,12 +57,11 @@ pub fn Composer(
                 maxlength=MAX_MESSAGE_CHARS
                 placeholder="Write a message…"
                 required
-                node_ref=text
                 on:input=move |event| length.set(event_target_value(&event).chars().count())
             ></textarea>
             <div class="composer-row">
                 <label class="check" class:disabled=move || !member.get()>
-                    <input type="checkbox" name="members_only" value="on" node_ref=members_only disabled=move || !member.get()/>
+                    <input type="checkbox" name="members_only" value="on" disabled=move || !member.get()/>
                     " Members only"
                 </label>
                 <span class="composer-count" aria-live="off">
@@ -86,9 +71,7 @@ pub fn Composer(
                     {move || if pending.get() { "Sending…" } else { "Send" }}
                 </button>
             </div>
-            <Show when=move || error.get().is_some()>
-                <p class="form-error" role="alert" data-testid="composer-error">{move || error.get()}</p>
-            </Show>
+            {move || error.get().map(|error| view! { <p class="form-error" role="alert" data-testid="composer-error">{error}</p> })}
         </form>
     }
 }

@@ -7,32 +7,32 @@
 
 use crate::api::TopicError;
 
-/// Posts `fields` form-encoded to `url`; returns the answer's body (JSON) or the server
-/// function's error.
+/// Posts `form`'s fields form-encoded to its `action` URL, as the browser would without
+/// WebAssembly; returns the answer's body (JSON) or the server function's error.
 #[cfg(feature = "hydrate")]
-pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> Result<String, TopicError> {
-    use wasm_bindgen::{JsCast, JsValue};
+pub async fn post_form(form: &web_sys::HtmlFormElement) -> Result<String, TopicError> {
+    use wasm_bindgen::JsCast;
     use wasm_bindgen_futures::JsFuture;
 
     let transport = |what: &str| TopicError::Transport(what.to_owned());
-    let body = fields
-        .iter()
-        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
-        .collect::<Vec<_>>()
-        .join("&");
+    // The browser collects the fields (skipping disabled ones) and encodes them.
+    let body = web_sys::FormData::new_with_form(form)
+        .and_then(|fields| web_sys::UrlSearchParams::new_with_str_sequence_sequence(&fields))
+        .map_err(|_| transport("cannot read the form"))?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    init.set_body(&JsValue::from_str(&body));
+    init.set_body(&body);
     let headers = web_sys::Headers::new().map_err(|_| transport("cannot build headers"))?;
     let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
     let _ = headers.set("Accept", "application/json");
     init.set_headers(&headers);
     let window = web_sys::window().ok_or_else(|| transport("no window"))?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
-        .await
-        .map_err(|_| transport("the network request failed"))?
-        .dyn_into()
-        .map_err(|_| transport("no response"))?;
+    let response: web_sys::Response =
+        JsFuture::from(window.fetch_with_str_and_init(&form.action(), &init))
+            .await
+            .map_err(|_| transport("the network request failed"))?
+            .dyn_into()
+            .map_err(|_| transport("no response"))?;
     let text = JsFuture::from(response.text().map_err(|_| transport("no body"))?)
         .await
         .ok()
@@ -64,8 +64,8 @@ fn error_from_json(text: &str) -> Option<TopicError> {
 
 /// Off the browser nothing is sent.
 #[cfg(not(feature = "hydrate"))]
-pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> Result<String, TopicError> {
-    let _ = (url, fields);
+pub async fn post_form(form: &leptos::web_sys::HtmlFormElement) -> Result<String, TopicError> {
+    let _ = form;
     Err(TopicError::Transport(
         "forms are sent from the browser".into(),
     ))

@@ -169,9 +169,17 @@ test.describe('topic pages', () => {
     await publish(server, name, 'message 207');
     await expect(messages(page).last()).toHaveText('message 207');
     expect(await scroller.evaluate((el) => el.scrollTop)).toBe(0);
+    // The rows being read stay: nothing is evicted while the reader is scrolled up.
+    await expect(messages(page)).toHaveCount(201);
+    await expect(messages(page).first()).toHaveText('message 7');
+    await expect(page.getByTestId('evicted')).toHaveText('6 older messages not shown');
     await expect(page.getByRole('button', { name: /1 new/ })).toBeVisible();
     await page.getByRole('button', { name: /1 new/ }).click();
     await expect.poll(gapToEnd).toBeLessThan(5);
+    // Back at the end, the list is trimmed to its cap again.
+    await expect(messages(page)).toHaveCount(200);
+    await expect(messages(page).first()).toHaveText('message 8');
+    await expect(page.getByTestId('evicted')).toHaveText('7 older messages not shown');
     await page.context().close();
   });
 

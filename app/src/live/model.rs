@@ -3,7 +3,7 @@
 //! Plain data with no browser or reactive code, so every rule (cap, dedupe, state labels)
 //! is unit-tested on the host.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Where a subscription stands, as the page shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub fn format_delay(ms: u32) -> String {
 /// One entry of a feed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeedItem {
-    /// The position of the item in this feed, unique and increasing: the list's key.
+    /// The position of the item in this feed, unique and increasing.
     pub seq: u64,
     /// The event's id, if the server sent one.
     pub id: Option<String>,
@@ -117,27 +117,34 @@ impl NewItem {
 }
 
 /// A capped list of received events: the newest `capacity` are kept, older ones are only
-/// counted, and an event whose id was already seen is ignored.
+/// counted, and an event whose id is still in the list is ignored.
+///
+/// While the reader scrolls back to read, the feed can be *held*: then it evicts nothing
+/// until it reaches [`HELD_CAPACITY_FACTOR`] times its capacity, so the rows being read do
+/// not vanish or move; releasing it trims it back to its capacity.
 #[derive(Clone, Debug)]
 pub struct Feed {
     items: VecDeque<FeedItem>,
-    ids: HashSet<String>,
     capacity: usize,
     evicted: u64,
     next_seq: u64,
     last_id: Option<String>,
+    held: bool,
 }
+
+/// How many times its capacity a held [`Feed`] may grow before it evicts anyway.
+pub const HELD_CAPACITY_FACTOR: usize = 4;
 
 impl Feed {
     /// An empty feed that keeps at most `capacity` items (at least one).
     pub fn new(capacity: usize) -> Self {
         Self {
             items: VecDeque::new(),
-            ids: HashSet::new(),
             capacity: capacity.max(1),
             evicted: 0,
             next_seq: 0,
             last_id: None,
+            held: false,
         }
     }
 
@@ -164,7 +171,8 @@ impl Feed {
             members_only,
         } = item;
         if let Some(id) = &id {
-            if !self.ids.insert(id.clone()) {
+            // A scan of at most `capacity` items: cheaper in the WASM than a hash set.
+            if self.items.iter().any(|item| item.id.as_ref() == Some(id)) {
                 return false;
             }
             self.last_id = Some(id.clone());
@@ -178,15 +186,26 @@ impl Feed {
             members_only,
         });
         self.next_seq += 1;
-        while self.items.len() > self.capacity {
-            if let Some(old) = self.items.pop_front() {
-                if let Some(id) = old.id {
-                    self.ids.remove(&id);
-                }
-                self.evicted += 1;
-            }
-        }
+        self.trim();
         true
+    }
+
+    /// Holds the items (`true`) while the reader reads older ones, or releases them.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        let limit = if self.held {
+            self.capacity.saturating_mul(HELD_CAPACITY_FACTOR)
+        } else {
+            self.capacity
+        };
+        while self.items.len() > limit {
+            self.items.pop_front();
+            self.evicted += 1;
+        }
     }
 
     /// Counts `n` older items that were never shown (the server left them out).
@@ -334,7 +353,37 @@ mod tests {
     }
 
     #[test]
-    fn keys_stay_unique_after_eviction() {
+    fn a_held_feed_keeps_its_items_up_to_a_limit_and_trims_when_released() {
+        let mut feed = Feed::new(2);
+        for n in 1..=3 {
+            feed.push(Some(n.to_string()), format!("m{n}"));
+        }
+        assert_eq!(texts(&feed), ["m2", "m3"]);
+        feed.hold(true);
+        for n in 4..=9 {
+            feed.push(Some(n.to_string()), format!("m{n}"));
+        }
+        // Held: up to 2 × HELD_CAPACITY_FACTOR items stay.
+        assert_eq!(
+            texts(&feed),
+            ["m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]
+        );
+        assert_eq!(feed.evicted(), 1);
+        feed.push(Some("10".into()), "m10".into());
+        assert_eq!(feed.items().count(), 2 * HELD_CAPACITY_FACTOR);
+        assert_eq!(
+            feed.items().next().map(|item| item.text.as_str()),
+            Some("m3")
+        );
+        assert_eq!(feed.evicted(), 2);
+        feed.hold(false);
+        assert_eq!(texts(&feed), ["m9", "m10"]);
+        assert_eq!(feed.evicted(), 8);
+        assert_eq!(feed.message_count(), 10);
+    }
+
+    #[test]
+    fn positions_stay_unique_after_eviction() {
         let mut feed = Feed::new(2);
         for n in 0..5 {
             feed.push(None, n.to_string());

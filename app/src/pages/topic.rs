@@ -198,14 +198,22 @@ fn TopicRoom() -> impl IntoView {
         }
         count
     });
+    // A reader who scrolls up is not pulled to new messages, and the feed holds the rows
+    // being read (nothing is evicted from under them) until they are back at the end.
+    let set_pinned = move |at_end: bool| {
+        if at_end && unseen.get_untracked() > 0 {
+            unseen.set(0);
+        }
+        if pinned.get_untracked() != at_end {
+            pinned.set(at_end);
+            feed.update(|feed| feed.hold(!at_end));
+        }
+    };
     let on_scroll = move |_| {
         if let Some(element) = scroller.get_untracked() {
-            let at_end =
-                element.scroll_height() - element.scroll_top() - element.client_height() < 48;
-            pinned.set(at_end);
-            if at_end {
-                unseen.set(0);
-            }
+            set_pinned(
+                element.scroll_height() - element.scroll_top() - element.client_height() < 48,
+            );
         }
     };
     let watching = move || match watchers.with(Watchers::len) {
@@ -239,20 +247,20 @@ fn TopicRoom() -> impl IntoView {
                 <span>{membership_note}</span>
                 <button class="link-button" type="submit">{membership_action}</button>
             </form>
-            <Show when=move || degraded.get()>
+            {move || degraded.get().then(|| view! {
                 <p class="banner-warn" data-testid="degraded">
                     "The hub cannot store messages right now: sending is paused, and delivery "
                     "resumes by itself when it recovers."
                 </p>
-            </Show>
+            })}
             <div class="feed-scroll" node_ref=scroller on:scroll=on_scroll data-testid="feed-scroll">
                 <FeedList feed empty="No messages yet. Say something!"/>
             </div>
-            <Show when=move || { unseen.get() > 0 }>
-                <button class="jump" on:click=move |_| { scroll_to_end(); pinned.set(true); unseen.set(0); }>
+            {move || (unseen.get() > 0).then(|| view! {
+                <button class="jump" on:click=move |_| { set_pinned(true); scroll_to_end(); }>
                     {move || format!("{} new ↓", unseen.get())}
                 </button>
-            </Show>
+            })}
             <Composer topic=topic.clone() member=Signal::stored(member)/>
         </section>
     }

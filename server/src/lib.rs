@@ -28,7 +28,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 
 use crate::{
     config::Config,
-    counter::CounterSettings,
+    counter::{Counter, CounterSettings},
     hub::{HubConfigError, HubService},
     metrics::Metrics,
     serve::{serve, ServeOptions},
@@ -39,8 +39,8 @@ use crate::{
 pub struct AppState {
     /// Where the built site lives and what its files are called.
     pub leptos: LeptosOptions,
-    /// How `/stream` runs.
-    pub counter: CounterSettings,
+    /// How `/stream` runs, and the clock its streams share.
+    pub counter: Counter,
     /// How long a stream may stay silent before it gets a keep-alive comment.
     pub keep_alive: Duration,
     /// The server's counters.
@@ -57,7 +57,7 @@ pub struct AppState {
 
 impl AppState {
     /// The state for `config`; `shutdown` is the token that stops the server. Starts the
-    /// hub's fan-out on the current runtime.
+    /// hub's fan-out and the counter's clock on the current runtime.
     pub fn new(config: &Config, shutdown: CancellationToken) -> Result<Self, HubConfigError> {
         let metrics = Arc::new(Metrics::default());
         let hub = HubService::new(
@@ -74,11 +74,11 @@ impl AppState {
                 .site_addr(config.addr)
                 .reload_port(config.reload_port)
                 .build(),
-            counter: CounterSettings {
+            counter: Counter::start(CounterSettings {
                 count: config.stream_count,
                 interval: config.stream_interval,
                 retry: config.stream_retry,
-            },
+            }),
             keep_alive: config.keep_alive,
             metrics,
             shutdown,
@@ -92,9 +92,9 @@ impl AppState {
     fn page_counter_settings(&self) -> PageCounterSettings {
         let millis = |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
         PageCounterSettings {
-            count: self.counter.count,
-            interval_ms: millis(self.counter.interval),
-            retry_ms: millis(self.counter.retry),
+            count: self.counter.settings.count,
+            interval_ms: millis(self.counter.settings.interval),
+            retry_ms: millis(self.counter.settings.retry),
         }
     }
 }

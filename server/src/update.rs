@@ -130,6 +130,22 @@ impl Update {
         Ok(update)
     }
 
+    /// An event that is only its bytes on the wire, for streams outside the hub (the
+    /// counter's): no id, topics or data of its own, never stored.
+    pub fn raw(wire: Bytes) -> Arc<Self> {
+        Arc::new(Self {
+            id: Box::default(),
+            topics: Box::default(),
+            data: Box::default(),
+            kind: None,
+            retry: None,
+            private: false,
+            position: Position::MAX,
+            accepted_ms: 0,
+            wire,
+        })
+    }
+
     /// The update as a publisher described it (to store it elsewhere, say).
     pub fn to_new(&self) -> NewUpdate {
         NewUpdate {

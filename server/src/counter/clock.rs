@@ -36,6 +36,7 @@ const CACHED_EVENTS: u32 = 4096;
 #[derive(Debug, Clone)]
 pub struct Clock {
     registrations: mpsc::UnboundedSender<Entry>,
+    interval: Duration,
 }
 
 /// One open stream, as the clock sees it.
@@ -54,17 +55,20 @@ impl Clock {
     pub fn start(settings: CounterSettings) -> Self {
         let (registrations, incoming) = mpsc::unbounded_channel();
         tokio::spawn(run(settings, incoming));
-        Self { registrations }
+        Self {
+            registrations,
+            interval: settings.interval,
+        }
     }
 
     /// Has the clock send event `next` (and those after it) to `sink`, the first one an
     /// interval from now. Returns `false` if the clock has stopped.
-    pub fn register(&self, sink: &Arc<Sink>, next: u32, interval: Duration) -> bool {
+    pub fn register(&self, sink: &Arc<Sink>, next: u32) -> bool {
         self.registrations
             .send(Entry {
                 sink: Arc::downgrade(sink),
                 next,
-                due: Instant::now() + interval,
+                due: Instant::now() + self.interval,
             })
             .is_ok()
     }
@@ -244,7 +248,7 @@ mod tests {
         let clock = Clock::start(settings);
         let sink = Sink::new(4);
         let start = Instant::now();
-        assert!(clock.register(&sink, 2, interval));
+        assert!(clock.register(&sink, 2));
         for n in 2..=5u32 {
             let (at, wire) = next(&sink).await.expect("an event");
             assert_eq!(wire, message(n, settings.retry));
@@ -269,7 +273,7 @@ mod tests {
         let late = grid(interval) + Duration::from_millis(1);
         let clock = Clock::start(settings);
         let sink = Sink::new(4);
-        assert!(clock.register(&sink, 1, interval));
+        assert!(clock.register(&sink, 1));
         next(&sink).await.expect("message 1");
         // The runtime stalls for 3.5 intervals: the next event comes at once, then one an
         // interval after it, not a burst of the missed ones.
@@ -288,7 +292,7 @@ mod tests {
         let clock = Clock::start(settings);
         // Nobody takes from this one: when its queue is full, the clock closes it.
         let stuck = Sink::new(2);
-        assert!(clock.register(&stuck, 1, interval));
+        assert!(clock.register(&stuck, 1));
         tokio::time::sleep(interval * 5).await;
         assert_eq!(
             stuck.try_recv().map(|e| e.wire.clone()),

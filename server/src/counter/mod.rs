@@ -118,11 +118,7 @@ pub async fn stream(
         sink.close();
     } else {
         sink.deliver(&Update::raw(message(first, settings.retry)), false);
-        if !state
-            .counter
-            .clock
-            .register(&sink, first + 1, settings.interval)
-        {
+        if !state.counter.clock.register(&sink, first + 1) {
             tracing::error!("the counter's clock has stopped; ending the stream");
             sink.close();
         }

@@ -10,14 +10,16 @@ use crate::live::{
 /// Renders a [`Feed`] as an ordered list, newest last; items are plain text, never HTML.
 ///
 /// Times render in UTC on the server and while hydrating (so both agree), then switch to
-/// the reader's time zone.
+/// the reader's time zone (the list renders again once, when the zone is known).
 ///
 /// Rows are matched to items by position, not by key: a keyed `<For>` would add ~5 KB
-/// (gzipped) of diffing and hash maps to the WASM. While the feed grows that only appends
-/// rows; once it is full each new item shifts the rows' contents up by one, which a reader
-/// at the end sees as the list scrolling. A reader scrolled up is not disturbed because
-/// the feed is then held (see [`Feed::hold`]). The newest row is marked by its position's
-/// parity (`alt`), so the style sheet replays its arrival even when the row is reused.
+/// (gzipped) of diffing and hash maps to the WASM. Rows hold plain text (no reactive parts
+/// of their own), so rendering again only updates the text that changed. While the feed
+/// grows that only appends rows; once it is full each new item shifts the rows' contents up
+/// by one, which a reader at the end sees as the list scrolling. A reader scrolled up is
+/// not disturbed because the feed is then held (see [`Feed::hold`], up to four times its
+/// cap). Rows carry the parity of their item's sequence number (`alt`), so the style sheet
+/// replays the newest row's arrival even when the row is reused.
 #[component]
 pub fn FeedList(
     feed: RwSignal<Feed>,
@@ -37,13 +39,16 @@ pub fn FeedList(
             n => Some(format!("{n} older messages not shown")),
         }.map(|note| view! { <p class="feed-evicted" data-testid="evicted">{note}</p> })}
         <ol class="feed" aria-label="Messages" data-testid="feed">
-            {move || items().into_iter().map(|item| feed_item(item, offset)).collect_view()}
+            {move || {
+                let offset = offset.get();
+                items().into_iter().map(|item| feed_item(item, offset)).collect_view()
+            }}
         </ol>
         {move || is_empty().then(|| view! { <p class="feed-empty">{empty.clone()}</p> })}
     }
 }
 
-fn feed_item(item: FeedItem, offset: RwSignal<i32>) -> impl IntoView {
+fn feed_item(item: FeedItem, offset: i32) -> impl IntoView {
     let class = match (item.is_end, item.members_only) {
         (true, _) => "feed-item feed-end",
         (false, true) => "feed-item feed-private",
@@ -51,9 +56,7 @@ fn feed_item(item: FeedItem, offset: RwSignal<i32>) -> impl IntoView {
     };
     let time = item.time_ms.map(|ms| {
         view! {
-            <time class="feed-time" datetime=iso(ms)>
-                {move || clock(ms, offset.get())}
-            </time>
+            <time class="feed-time" datetime=iso(ms)>{clock(ms, offset)}</time>
         }
     });
     let id = match (&item.time_ms, item.id) {

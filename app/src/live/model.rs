@@ -136,7 +136,8 @@ pub struct Feed {
 pub const HELD_CAPACITY_FACTOR: usize = 4;
 
 impl Feed {
-    /// An empty feed that keeps at most `capacity` items (at least one).
+    /// An empty feed that keeps at most `capacity` items (at least one), or
+    /// [`HELD_CAPACITY_FACTOR`] times that while held.
     pub fn new(capacity: usize) -> Self {
         Self {
             items: VecDeque::new(),

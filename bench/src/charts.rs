@@ -28,6 +28,7 @@ pub fn color(target: Target) -> RGBColor {
         Target::PulseRedis => RGBColor(0x60, 0xa5, 0xfa),
         Target::Nchan => RGBColor(0x16, 0xa3, 0x4a),
         Target::Starlette => RGBColor(0xea, 0x58, 0x0c),
+        Target::Floor => RGBColor(0x6b, 0x72, 0x80),
     }
 }
 

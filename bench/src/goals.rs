@@ -65,6 +65,14 @@ pub struct Goal {
     pub vs_nchan: Option<f64>,
     /// Pulse ÷ sse-starlette.
     pub vs_starlette: Option<f64>,
+    /// The floor server's figure at the same point ("–" where it was not measured): the
+    /// least any server pays here.
+    #[serde(default)]
+    pub floor: String,
+    /// The floor's figure ÷ the peer's the goal is a ratio of: where it is past the goal's
+    /// ratio, no server can meet the goal on this machine.
+    #[serde(default)]
+    pub floor_vs_peer: Option<f64>,
     /// The verdict.
     pub status: Status,
     /// How it was decided, and loadgen's CPU at that point.
@@ -114,8 +122,36 @@ fn goal(
         starlette: cell(starlette, format),
         vs_nchan: ratio(pulse, nchan),
         vs_starlette: ratio(pulse, starlette),
+        floor: DASH.to_owned(),
+        floor_vs_peer: None,
         status,
         note,
+    }
+}
+
+/// Which peer a goal's ratio is taken against.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    Nchan,
+    Starlette,
+}
+
+impl Goal {
+    /// Adds the floor's figure (and, against `peer`, its ratio) to the goal.
+    fn with_floor(
+        mut self,
+        floor: Option<f64>,
+        peers: [Option<f64>; 3],
+        peer: Option<Peer>,
+        format: fn(f64) -> String,
+    ) -> Self {
+        self.floor = cell(floor, format);
+        self.floor_vs_peer = match peer {
+            Some(Peer::Nchan) => ratio(floor, peers[1]),
+            Some(Peer::Starlette) => ratio(floor, peers[2]),
+            None => None,
+        };
+        self
     }
 }
 
@@ -171,6 +207,8 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         ]
     };
     let mut goals = Vec::new();
+    // The floor server, measured at the goals' points (capacity at the p99 point).
+    let floor_cap = cap(Target::Floor, points.p99_at);
 
     // Capacity in one process, every update delivered.
     let [pulse, nchan, starlette] = three(points.one_process);
@@ -186,6 +224,8 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         starlette: held_text(starlette),
         vs_nchan: None,
         vs_starlette: None,
+        floor: DASH.into(),
+        floor_vs_peer: None,
         status: Status::from_check(pulse.map(|f| f.all_held() && f.every_update_once())),
         note: loadgen_note(pulse),
     });
@@ -204,6 +244,8 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         starlette: DASH.into(),
         vs_nchan: None,
         vs_starlette: None,
+        floor: DASH.into(),
+        floor_vs_peer: None,
         status: Status::from_check(redis.map(|f| f.all_held() && f.every_update_once())),
         note: loadgen_note(redis),
     });
@@ -211,18 +253,24 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
     // Memory per idle subscriber.
     let rss =
         three(points.rss_at).map(|f| f.and_then(|f| f.server.as_ref()?.rss_bytes_per_connection));
-    goals.push(goal(
-        "rss-per-subscriber",
-        format!(
-            "RSS per idle subscriber ≤ 8 KB (at {} subscribers){}",
-            thousands(points.rss_at as u64),
-            quick_suffix(quick, "10,000")
-        ),
-        rss,
-        fmt_bytes,
-        at_most(rss[0], 8_000.0),
-        "server RSS after the ramp minus before, per open connection".into(),
-    ));
+    let floor_rss = floor_cap
+        .filter(|_| points.rss_at == points.p99_at)
+        .and_then(|f| f.server.as_ref()?.rss_bytes_per_connection);
+    goals.push(
+        goal(
+            "rss-per-subscriber",
+            format!(
+                "RSS per idle subscriber ≤ 8 KB (at {} subscribers){}",
+                thousands(points.rss_at as u64),
+                quick_suffix(quick, "10,000")
+            ),
+            rss,
+            fmt_bytes,
+            at_most(rss[0], 8_000.0),
+            "server RSS after the ramp minus before, per open connection".into(),
+        )
+        .with_floor(floor_rss, rss, None, fmt_bytes),
+    );
 
     // CPU per delivered event at 1,000 × 100/s.
     let fan = |target| {
@@ -239,6 +287,8 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         fan(Target::Starlette),
     ];
     let cpu = fanout.map(|f| f.and_then(Figures::server_us_per_delivery));
+    let floor_fan = fan(Target::Floor);
+    let floor_cpu = floor_fan.and_then(Figures::server_us_per_delivery);
     let cpu_point = format!(
         "{} subscribers × {}/s",
         thousands(points.cpu_subscribers as u64),
@@ -258,7 +308,7 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         cpu_note.clone(),
     );
     vs_nchan.status = at_most(vs_nchan.vs_nchan, 0.8);
-    goals.push(vs_nchan);
+    goals.push(vs_nchan.with_floor(floor_cpu, cpu, Some(Peer::Nchan), us_per_event));
     let mut vs_starlette = goal(
         "cpu-per-event-vs-starlette",
         format!("server CPU per delivered event ≥ 10× cheaper than sse-starlette at {cpu_point}"),
@@ -268,7 +318,7 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         cpu_note,
     );
     vs_starlette.status = at_most(vs_starlette.vs_starlette, 0.1);
-    goals.push(vs_starlette);
+    goals.push(vs_starlette.with_floor(floor_cpu, cpu, Some(Peer::Starlette), us_per_event));
 
     // Publish-to-receive p99 at 10,000 × 1/s against nchan.
     let p99_runs = three(points.p99_at);
@@ -287,18 +337,27 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         loadgen_note(p99_runs[0]),
     );
     p99_goal.status = at_most(p99_goal.vs_nchan, 0.5);
-    goals.push(p99_goal);
+    let floor_p99 = floor_cap
+        .filter(|f| f.latency.count > 0)
+        .map(|f| f.latency.p99_us);
+    goals.push(p99_goal.with_floor(floor_p99, p99, Some(Peer::Nchan), fmt_us));
 
     // p99 < 20 ms at 1,000 × 100/s.
     let p99_fan = fanout.map(|f| f.filter(|f| f.latency.count > 0).map(|f| f.latency.p99_us));
-    goals.push(goal(
-        "p99-under-20ms",
-        format!("publish-to-receive p99 < 20 ms at {cpu_point}"),
-        p99_fan,
-        fmt_us,
-        below(p99_fan[0], 20_000.0),
-        loadgen_note(fanout[0]),
-    ));
+    let floor_p99_fan = floor_fan
+        .filter(|f| f.latency.count > 0)
+        .map(|f| f.latency.p99_us);
+    goals.push(
+        goal(
+            "p99-under-20ms",
+            format!("publish-to-receive p99 < 20 ms at {cpu_point}"),
+            p99_fan,
+            fmt_us,
+            below(p99_fan[0], 20_000.0),
+            loadgen_note(fanout[0]),
+        )
+        .with_floor(floor_p99_fan, p99_fan, None, fmt_us),
+    );
 
     // The publisher is answered on acceptance: before the fan-out, so before the median
     // subscriber has the update.
@@ -350,7 +409,9 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         ),
     );
     counter_cpu.status = at_most(counter_cpu.vs_starlette, 0.1);
-    goals.push(counter_cpu);
+    let floor_job = counter(Target::Floor).and_then(|f| f.server.as_ref());
+    let floor_cpu_s = floor_job.map(|s| s.cpu_s);
+    goals.push(counter_cpu.with_floor(floor_cpu_s, cpu_s, Some(Peer::Starlette), fmt_cpu_s));
     let peak = jobs.map(|f| {
         f.and_then(|f| f.server.as_ref())
             .map(|s| s.rss_kb_peak as f64 * 1024.0)
@@ -364,7 +425,8 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         "peak RSS of the server process(es)".into(),
     );
     counter_memory.status = at_most(counter_memory.vs_starlette, 0.1);
-    goals.push(counter_memory);
+    let floor_peak = floor_job.map(|s| s.rss_kb_peak as f64 * 1024.0);
+    goals.push(counter_memory.with_floor(floor_peak, peak, Some(Peer::Starlette), fmt_bytes));
 
     // The page.
     let page = results.page.as_ref();

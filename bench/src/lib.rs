@@ -4,14 +4,15 @@
 //! issue's goals evaluated against the peers measured in the same run, and SVG charts.
 //!
 //! The modules: [`scenarios`] (what is measured, full and quick), [`targets`] (starting
-//! each server on free loopback ports), [`procs`] (child processes that are always
-//! stopped), [`loadgen`] (its command line and results), [`figures`] (what the report uses
+//! each server on free loopback ports), [`floor`] (the least a server can do, run as a
+//! target), [`procs`] (child processes that are always stopped), [`loadgen`] (its command line and results), [`figures`] (what the report uses
 //! from them), [`page`] (WASM sizes, first message in chromium), [`machine`] (the machine
 //! and versions), [`results`], [`goals`], [`markdown`] and [`charts`] (the outputs), and
 //! [`run`] (the whole run).
 
 pub mod charts;
 pub mod figures;
+pub mod floor;
 pub mod goals;
 pub mod loadgen;
 pub mod machine;

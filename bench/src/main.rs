@@ -31,6 +31,19 @@ struct Cli {
 enum Command {
     /// Run the benchmark and write the results (about 15 minutes; `--quick`: about 3).
     Run(Box<RunArgs>),
+    /// Serve as the floor target: the least a server can do (loopback only; runs until
+    /// killed). `bench run` starts it by itself.
+    FloorServer {
+        /// The port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// Messages per `/stream`.
+        #[arg(long, default_value_t = 20)]
+        stream_count: u32,
+        /// Milliseconds between two `/stream` messages.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        stream_interval_ms: u64,
+    },
     /// Write the report and charts again from a results file.
     Render {
         /// A `bench/results/<date>.json`.
@@ -49,10 +62,11 @@ struct RunArgs {
     /// A much shorter run with small crowds, to check the tooling.
     #[arg(long)]
     quick: bool,
-    /// Only these parts: capacity, redis, fanout, counter, page (comma-separated).
+    /// Only these parts: capacity, redis, fanout, counter, floor, page (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Only these targets for the single-instance scenarios: pulse, nchan, starlette.
+    /// Only these targets for the single-instance scenarios: pulse, nchan, starlette, and
+    /// floor (the minimal server, measured at the goals' points).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// Start no new step after this many minutes [default: 30, quick: 10].
@@ -95,6 +109,30 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(*args),
         Command::Render { results, out } => render_command(&results, out),
+        Command::FloorServer {
+            port,
+            stream_count,
+            stream_interval_ms,
+        } => floor_command(port, stream_count, stream_interval_ms),
+    }
+}
+
+fn floor_command(port: u16, count: u32, interval_ms: u64) -> ExitCode {
+    let settings = bench::floor::CounterSettings {
+        count,
+        interval: std::time::Duration::from_millis(interval_ms),
+    };
+    match bench::floor::start(port, settings) {
+        Ok(addr) => {
+            eprintln!("floor-server: listening on {addr}");
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(error) => {
+            eprintln!("floor-server: cannot listen on 127.0.0.1:{port}: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -135,17 +173,21 @@ fn run_command(args: RunArgs) -> ExitCode {
         for name in &args.targets {
             match profile.targets.iter().find(|target| target.name() == name) {
                 Some(target) => chosen.push(*target),
+                None if name == "floor" => {}
                 None => {
-                    eprintln!("bench: unknown target {name:?} (pulse, nchan, starlette)");
+                    eprintln!("bench: unknown target {name:?} (pulse, nchan, starlette, floor)");
                     return ExitCode::from(2);
                 }
             }
         }
         profile.targets = chosen;
+        profile.floor = args.targets.iter().any(|name| name == "floor");
     }
     for part in &args.only {
-        if !["capacity", "redis", "fanout", "counter", "page"].contains(&part.as_str()) {
-            eprintln!("bench: unknown part {part:?} (capacity, redis, fanout, counter, page)");
+        if !["capacity", "redis", "fanout", "counter", "floor", "page"].contains(&part.as_str()) {
+            eprintln!(
+                "bench: unknown part {part:?} (capacity, redis, fanout, counter, floor, page)"
+            );
             return ExitCode::from(2);
         }
     }
@@ -155,6 +197,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         repo: repo.clone(),
         server: absolute(&args.server),
         loadgen: absolute(&args.loadgen),
+        bench: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("target/release/bench")),
         venv: absolute(&args.venv),
         nginx: args.nginx,
         nchan_module: args.nchan_module,

@@ -241,6 +241,8 @@ fn goals_section(results: &Results, out: &mut String) {
         ">Pulse ÷ nchan",
         ">Pulse ÷ starlette",
         "verdict",
+        ">floor",
+        ">floor ÷ peer",
         "how",
     ]);
     for goal in &results.goals {
@@ -252,10 +254,24 @@ fn goals_section(results: &Results, out: &mut String) {
             opt(goal.vs_nchan, fmt_ratio),
             opt(goal.vs_starlette, fmt_ratio),
             goal.status.label().to_owned(),
+            if goal.floor.is_empty() {
+                "–".to_owned()
+            } else {
+                goal.floor.clone()
+            },
+            opt(goal.floor_vs_peer, fmt_ratio),
             goal.note.clone(),
         ]);
     }
     out.push_str(&table.render());
+    out.push_str(
+        "\n**floor**: `bench floor-server`, a practical floor: the least a server does that \
+         writes each event to each subscriber with a system call of its own, as every server \
+         here does (blocking writes from plain threads, no framework, subscribers never \
+         read), measured by the same loadgen at the goals' points. **floor ÷ peer** is its \
+         ratio against the peer the goal is a ratio of; where it is already past the goal's \
+         ratio, no such server meets that goal on this machine.\n",
+    );
     out.push('\n');
 }
 

@@ -94,6 +94,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
         Target::PulseRedis,
         Target::Nchan,
         Target::Starlette,
+        Target::Floor,
     ] {
         if let Some(missing) = tools.missing_for(target) {
             results.notes.push(format!(
@@ -219,6 +220,29 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
                 }
             }
         }
+    }
+
+    // The floor, at the points the goals are read at: what any server would pay here.
+    if options.wants("floor") && profile.floor {
+        let points = profile.points;
+        let capacity = runner.publish_step(
+            Scenario::Capacity,
+            Target::Floor,
+            points.p99_at,
+            profile.capacity_rate,
+            profile.capacity_hold_s,
+        );
+        let fanout = runner.publish_step(
+            Scenario::Fanout,
+            Target::Floor,
+            points.cpu_subscribers,
+            points.cpu_rate,
+            profile.fanout_hold_s,
+        );
+        let counter = runner.counter_step(Target::Floor, points.counter_clients);
+        results
+            .runs
+            .extend([capacity, fanout, counter].into_iter().flatten());
     }
 
     results.notes.append(&mut runner.notes);

@@ -4,6 +4,8 @@
 //! - `pulse-redis`: two Pulse instances sharing the hub through a Redis the benchmark starts.
 //! - `nchan`: nginx with the nchan module, one worker (`bench/nchan/nginx.conf`).
 //! - `starlette`: FastAPI + sse-starlette on one uvicorn worker (`bench/starlette/app.py`).
+//! - `floor`: the least a server can do, `bench floor-server` ([`crate::floor`]): what this
+//!   machine's loopback costs, measured at the points the goals are read at.
 //!
 //! A [`Running`] target knows its URLs (with loadgen's `{topic}` placeholder), the
 //! processes to sample, and stops everything it started when dropped.
@@ -46,6 +48,8 @@ pub enum Target {
     Nchan,
     /// FastAPI + sse-starlette on uvicorn.
     Starlette,
+    /// The minimal server ([`crate::floor`]).
+    Floor,
 }
 
 impl Target {
@@ -56,6 +60,7 @@ impl Target {
             Self::PulseRedis => "pulse-redis",
             Self::Nchan => "nchan",
             Self::Starlette => "starlette",
+            Self::Floor => "floor",
         }
     }
 
@@ -66,6 +71,7 @@ impl Target {
             Self::PulseRedis => "Pulse ×2 + Redis",
             Self::Nchan => "nginx + nchan",
             Self::Starlette => "sse-starlette",
+            Self::Floor => "floor (minimal server)",
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct Tools {
     pub server: PathBuf,
     /// loadgen's release binary.
     pub loadgen: PathBuf,
+    /// This program, which runs the floor server (`bench floor-server`).
+    #[serde(default)]
+    pub bench: PathBuf,
     /// The Python venv with uvicorn and sse-starlette.
     pub venv: PathBuf,
     /// nginx.
@@ -120,6 +129,7 @@ impl Tools {
                 ("venv python", self.python()),
                 ("app", self.starlette_dir().join("app.py")),
             ],
+            Target::Floor => vec![("bench", self.bench.clone())],
         };
         let missing: Vec<String> = need
             .into_iter()
@@ -357,7 +367,45 @@ pub fn start(target: Target, tools: &Tools, stream: StreamSettings, tag: &str) -
                 procs: vec![proc],
             })
         }
+        Target::Floor => {
+            let port = free_port()?;
+            let mut command = Command::new(&tools.bench);
+            command.args(floor_args(port, stream));
+            let mut proc = Proc::spawn(
+                "floor-server",
+                &mut command,
+                &logs.join(format!("{tag}.log")),
+                Duration::from_secs(5),
+            )?;
+            wait_until(START_TIMEOUT, "floor-server", || {
+                proc.check_alive()?;
+                Ok(port_open(port))
+            })?;
+            let base = format!("http://127.0.0.1:{port}");
+            Ok(Running {
+                target,
+                subscribe_urls: vec![format!("{base}/sub?id={{topic}}")],
+                publish_url: format!("{base}/pub?id={{topic}}"),
+                api: "nchan",
+                stream_url: Some(format!("{base}/stream")),
+                server_pids: vec![proc.pid()],
+                procs: vec![proc],
+            })
+        }
     }
+}
+
+/// The floor server's flags: its port and the counter's settings.
+pub fn floor_args(port: u16, stream: StreamSettings) -> Vec<String> {
+    vec![
+        "floor-server".to_owned(),
+        "--port".to_owned(),
+        port.to_string(),
+        "--stream-count".to_owned(),
+        stream.count.to_string(),
+        "--stream-interval-ms".to_owned(),
+        stream.interval_ms.to_string(),
+    ]
 }
 
 /// A Redis broker shared by Pulse instances.
@@ -605,6 +653,7 @@ mod tests {
             repo: "/nonexistent".into(),
             server: "/nonexistent/server".into(),
             loadgen: "/nonexistent/loadgen".into(),
+            bench: "/nonexistent/bench".into(),
             venv: "/nonexistent/venv".into(),
             nginx: "/nonexistent/nginx".into(),
             nchan_module: "/nonexistent/nchan.so".into(),

@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the benchmark and write the results (about 15 minutes; `--quick`: about 3).
+    /// Run the benchmark and write the results (about 17 minutes; `--quick`: about 3).
     Run(Box<RunArgs>),
     /// Serve as the floor target: the least a server can do (loopback only; runs until
     /// killed). `bench run` starts it by itself.

@@ -345,17 +345,14 @@ pub fn start(target: Target, tools: &Tools, stream: StreamSettings, tag: &str) -
             command
                 .args(uvicorn_args(&tools.starlette_dir(), port))
                 .envs(starlette_env(stream));
-            let mut proc = Proc::spawn(
+            let proc = spawn_listening(
                 "uvicorn",
                 &mut command,
                 &logs.join(format!("{tag}.log")),
                 // uvicorn winds down each of up to 19,900 streams in Python.
                 Duration::from_secs(15),
+                port,
             )?;
-            wait_until(START_TIMEOUT, "uvicorn", || {
-                proc.check_alive()?;
-                Ok(port_open(port))
-            })?;
             let base = format!("http://127.0.0.1:{port}");
             Ok(Running {
                 target,
@@ -371,16 +368,13 @@ pub fn start(target: Target, tools: &Tools, stream: StreamSettings, tag: &str) -
             let port = free_port()?;
             let mut command = Command::new(&tools.bench);
             command.args(floor_args(port, stream));
-            let mut proc = Proc::spawn(
+            let proc = spawn_listening(
                 "floor-server",
                 &mut command,
                 &logs.join(format!("{tag}.log")),
                 Duration::from_secs(5),
+                port,
             )?;
-            wait_until(START_TIMEOUT, "floor-server", || {
-                proc.check_alive()?;
-                Ok(port_open(port))
-            })?;
             let base = format!("http://127.0.0.1:{port}");
             Ok(Running {
                 target,
@@ -431,8 +425,20 @@ fn start_pulse(
         .env("MERCURE_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
         .env_remove("RUST_LOG")
         .env_remove("PULSE_BROKER");
-    let mut proc = Proc::spawn("server", &mut command, log, Duration::from_secs(5))?;
-    wait_until(START_TIMEOUT, "server", || {
+    spawn_listening("server", &mut command, log, Duration::from_secs(5), port)
+}
+
+/// Starts `command` (stopped within `grace` when dropped) and waits until it accepts
+/// connections on `port`.
+fn spawn_listening(
+    name: &'static str,
+    command: &mut Command,
+    log: &Path,
+    grace: Duration,
+    port: u16,
+) -> Result<Proc> {
+    let mut proc = Proc::spawn(name, command, log, grace)?;
+    wait_until(START_TIMEOUT, name, || {
         proc.check_alive()?;
         Ok(port_open(port))
     })?;

@@ -7,9 +7,12 @@
 
 use std::{cmp::Ordering, fmt, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::sse::{EventBuilder, FieldValue};
+use crate::{
+    sink::chunk_header,
+    sse::{EventBuilder, FieldValue},
+};
 
 /// Where an update sits in the hub's log: updates are delivered and replayed in this order.
 ///
@@ -72,6 +75,9 @@ pub struct Update {
     pub accepted_ms: u64,
     /// The SSE event, encoded once and shared by every stream that sends it.
     pub wire: Bytes,
+    /// `wire` as one HTTP/1.1 chunk (size line, event, CRLF), in the same allocation: what
+    /// the fan-out writes to each socket with one plain `send`.
+    pub chunk: Bytes,
 }
 
 impl fmt::Debug for Update {
@@ -93,11 +99,27 @@ impl fmt::Debug for Update {
 #[error(transparent)]
 pub struct EncodeError(#[from] crate::sse::InvalidField);
 
+/// `wire` and `wire` framed as one HTTP/1.1 chunk, sharing one allocation. Nothing is
+/// framed as nothing: an empty chunk would end the body.
+fn framed(wire: &[u8]) -> (Bytes, Bytes) {
+    if wire.is_empty() {
+        return (Bytes::new(), Bytes::new());
+    }
+    let mut size = [0u8; 18];
+    let used = chunk_header(wire.len(), &mut size);
+    let mut chunk = BytesMut::with_capacity(used + wire.len() + 2);
+    chunk.put_slice(&size[..used]);
+    chunk.put_slice(wire);
+    chunk.put_slice(b"\r\n");
+    let chunk = chunk.freeze();
+    (chunk.slice(used..used + wire.len()), chunk)
+}
+
 impl Update {
     /// Accepts `new` at `position`, encoding its event once. Positions from a broker carry
     /// their time (`major` is in milliseconds); in-memory ones are stamped now.
     pub fn accept(new: NewUpdate, position: Position) -> Result<Arc<Self>, EncodeError> {
-        let wire = encode(&new)?;
+        let (wire, chunk) = framed(&encode(&new)?);
         let accepted_ms = if position.major > 0 {
             position.major
         } else {
@@ -117,6 +139,7 @@ impl Update {
             position,
             accepted_ms,
             wire,
+            chunk,
         }))
     }
 
@@ -133,6 +156,7 @@ impl Update {
     /// An event that is only its bytes on the wire, for streams outside the hub (the
     /// counter's): no id, topics or data of its own, never stored.
     pub fn raw(wire: Bytes) -> Arc<Self> {
+        let (wire, chunk) = framed(&wire);
         Arc::new(Self {
             id: Box::default(),
             topics: Box::default(),
@@ -143,6 +167,7 @@ impl Update {
             position: Position::MAX,
             accepted_ms: 0,
             wire,
+            chunk,
         })
     }
 
@@ -208,6 +233,21 @@ mod tests {
             "event: price\nid: urn:uuid:1\nretry: 2500\ndata: line 1\ndata: \ndata: line 3\n\n"
         );
         assert_eq!(accepted.position, Position::seq(7));
+    }
+
+    #[test]
+    fn the_chunk_is_the_event_framed_in_the_same_bytes() {
+        let accepted = Update::accept(new("7", "x"), Position::seq(7)).expect("valid");
+        assert_eq!(accepted.wire, "id: 7\ndata: x\n\n");
+        assert_eq!(accepted.chunk, "f\r\nid: 7\ndata: x\n\n\r\n");
+        let long = Update::raw(Bytes::from(vec![b'a'; 300]));
+        assert_eq!(&long.chunk[..5], b"12c\r\n");
+        assert_eq!(&long.chunk[5..305], &long.wire[..]);
+        assert_eq!(&long.chunk[305..], b"\r\n");
+        // Shared, not copied: the event is a view into the chunk.
+        assert_eq!(long.wire.as_ptr(), long.chunk[5..].as_ptr());
+        // An empty chunk would end the body: nothing is framed as nothing.
+        assert!(Update::raw(Bytes::new()).chunk.is_empty());
     }
 
     #[test]

@@ -501,7 +501,7 @@ async fn fan_out(
 ) {
     let mut round = 0u64;
     let mut lagged = Vec::new();
-    let mut targets: Vec<(usize, u64, Arc<Sink>)> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     while let Some(update) = updates.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         round += 1;
@@ -554,39 +554,70 @@ async fn fan_out(
 
 /// Fewest subscribers worth a fan-out helper task of their own.
 const PART_MIN: usize = 256;
+/// Subscribers in one share of a split fan-out: small enough that when one worker is held
+/// up (the load generator, another task), the others take on what it has not started, and
+/// large enough that taking a share costs next to nothing.
+const SHARE: usize = 128;
+
+type Target = (usize, u64, Arc<Sink>);
+
+/// A split fan-out: its targets in shares, taken by whichever helper is free next.
+struct Shares {
+    update: Arc<Update>,
+    direct: bool,
+    /// The shares left, the first at the end.
+    left: Mutex<Vec<Vec<Target>>>,
+}
+
+impl Shares {
+    /// Delivers shares until none is left; returns the subscribers whose queue was full.
+    fn work(&self) -> Vec<(usize, u64)> {
+        let mut lagged = Vec::new();
+        loop {
+            let Some(share) = self.left.lock().pop() else {
+                return lagged;
+            };
+            deliver_part(&self.update, self.direct, share.into_iter(), &mut lagged);
+        }
+    }
+}
 
 /// Hands `update` to every sink in `targets` (draining it), noting in `lagged` the
 /// subscribers whose queue is full. A large crowd is split over the runtime's worker
 /// threads: most updates are written straight to sockets here, and one thread alone would
-/// make the last subscriber wait for every write before its own. All parts finish before
-/// the next update starts, so each subscriber still gets updates in order.
+/// make the last subscriber wait for every write before its own. The crowd is cut into
+/// small shares rather than one part per worker, so that a worker that is held up does not
+/// hold back the end of the fan-out. All shares finish before the next update starts, so
+/// each subscriber still gets updates in order.
 async fn deliver(
     update: &Arc<Update>,
     direct: bool,
-    targets: &mut Vec<(usize, u64, Arc<Sink>)>,
+    targets: &mut Vec<Target>,
     lagged: &mut Vec<(usize, u64)>,
 ) {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let parts = workers.min(targets.len() / PART_MIN);
-    if parts < 2 {
+    let helpers = workers.min(targets.len() / PART_MIN);
+    if helpers < 2 {
         deliver_part(update, direct, targets.drain(..), lagged);
         return;
     }
-    // Every part is a task of its own: a task spawned last waits in its worker's next-task
-    // slot, which other workers cannot take, so the parts before it are the ones they run.
-    let chunk = targets.len().div_ceil(parts);
-    let mut helpers = Vec::with_capacity(parts);
+    let mut left = Vec::with_capacity(targets.len().div_ceil(SHARE));
     while !targets.is_empty() {
-        let part: Vec<_> = targets
-            .drain(targets.len().saturating_sub(chunk)..)
-            .collect();
-        let update = Arc::clone(update);
-        helpers.push(tokio::spawn(async move {
-            let mut lagged = Vec::new();
-            deliver_part(&update, direct, part.into_iter(), &mut lagged);
-            lagged
-        }));
+        left.push(targets.split_off(targets.len().saturating_sub(SHARE)));
     }
+    let shares = Arc::new(Shares {
+        update: Arc::clone(update),
+        direct,
+        left: Mutex::new(left),
+    });
+    // One helper task per worker: a task spawned last waits in its worker's next-task slot,
+    // which other workers cannot take, so the helpers before it are the ones they run.
+    let helpers: Vec<_> = (0..helpers)
+        .map(|_| {
+            let shares = Arc::clone(&shares);
+            tokio::spawn(async move { shares.work() })
+        })
+        .collect();
     for helper in helpers {
         match helper.await {
             Ok(more) => lagged.extend(more),
@@ -598,7 +629,7 @@ async fn deliver(
 fn deliver_part(
     update: &Arc<Update>,
     direct: bool,
-    targets: impl Iterator<Item = (usize, u64, Arc<Sink>)>,
+    targets: impl Iterator<Item = Target>,
     lagged: &mut Vec<(usize, u64)>,
 ) {
     for (key, serial, sink) in targets {
@@ -681,7 +712,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn a_crowd_split_over_workers_gets_every_update_once_in_order() {
         let hub = hub(10, 64);
-        // Enough subscribers for three parts, and a count that does not divide evenly.
+        // Enough subscribers for helpers and several shares, a count that does not divide.
         let crowd: Vec<Subscription> = (0..3 * PART_MIN + 7)
             .map(|_| hub.subscribe(spec(&[(MatchType::Exact, "/crowd")]), &Cursor::Live))
             .collect();

@@ -6,11 +6,18 @@
 //! thus holds no read buffer, only its parser's small state and its sequence bitmap, which
 //! keeps 20 000 connections per process cheap enough that the tool is never the bottleneck.
 
-use std::{cell::RefCell, io, net::SocketAddr, rc::Rc, time::Duration};
+use std::{
+    cell::RefCell,
+    io::{self, Read},
+    net::SocketAddr,
+    rc::Rc,
+    time::Duration,
+};
 
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use socket2::SockRef;
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncWriteExt, Interest},
     net::{TcpSocket, TcpStream},
 };
 
@@ -181,10 +188,14 @@ async fn open(
 
 /// Reads and parses until the stream ends or the run stops.
 async fn read_until_end(stream: &TcpStream, conn: &mut Connection, ctx: &WorkerContext) -> Ending {
+    // Made once: a fresh one per wait would join and leave the token's waiter list on every
+    // event.
+    let stopped = ctx.stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            () = ctx.stop.cancelled() => return Ending::Stopped,
+            () = &mut stopped => return Ending::Stopped,
             ready = stream.readable() => {
                 if let Err(error) = ready {
                     return Ending::Error(io_reason("read", &error));
@@ -199,6 +210,28 @@ async fn read_until_end(stream: &TcpStream, conn: &mut Connection, ctx: &WorkerC
         if let Some(ending) = step {
             return ending;
         }
+    }
+}
+
+/// Reads what the socket holds into `buf` without waiting. A read that leaves room in `buf`
+/// emptied the socket, so the socket's readiness is cleared with it: the next wait goes
+/// straight to the event loop instead of first failing another read, which would be a
+/// second system call for every event. (The clear is skipped if the socket became ready
+/// again meanwhile, so no event is missed.)
+fn read_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let room = buf.len();
+    let mut drained = 0;
+    let result = stream.try_io(Interest::READABLE, || {
+        let read = (&*SockRef::from(stream)).read(buf)?;
+        if read > 0 && read < room {
+            drained = read;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(read)
+    });
+    match result {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock && drained > 0 => Ok(drained),
+        other => other,
     }
 }
 
@@ -219,7 +252,7 @@ impl Connection {
         buf: &mut [u8],
         ctx: &WorkerContext,
     ) -> Option<Ending> {
-        match stream.try_read(buf) {
+        match read_now(stream, buf) {
             Ok(0) => Some(Ending::ClosedByServer),
             Ok(read) => match self.process(&buf[..read], ctx) {
                 Ok(true) => Some(Ending::ClosedByServer),
@@ -344,6 +377,48 @@ fn io_reason(stage: &str, error: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_the_next_bytes_still_wake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let wait = Duration::from_millis(100);
+
+        server.write_all(b"first").await.expect("write");
+        client.readable().await.expect("readable");
+        let mut buf = [0u8; 128];
+        assert_eq!(read_now(&client, &mut buf).expect("read"), 5);
+        assert_eq!(&buf[..5], b"first");
+        // Drained and cleared: the wait goes to the event loop, without a failing read.
+        assert!(tokio::time::timeout(wait, client.readable()).await.is_err());
+
+        server.write_all(b"second!").await.expect("write");
+        tokio::time::timeout(Duration::from_secs(5), client.readable())
+            .await
+            .expect("woken by the next bytes")
+            .expect("readable");
+        assert_eq!(read_now(&client, &mut buf).expect("read"), 7);
+
+        // A read that fills the buffer may have left bytes: readiness stays.
+        server.write_all(&[b'x'; 100]).await.expect("write");
+        client.readable().await.expect("readable");
+        let mut small = [0u8; 10];
+        assert_eq!(read_now(&client, &mut small).expect("read"), 10);
+        tokio::time::timeout(wait, client.readable())
+            .await
+            .expect("still ready")
+            .expect("readable");
+        assert_eq!(read_now(&client, &mut buf).expect("read"), 90);
+
+        drop(server);
+        client.readable().await.expect("readable");
+        assert_eq!(read_now(&client, &mut buf).expect("end of stream"), 0);
+    }
 
     #[test]
     fn parses_decimal_ids_only() {

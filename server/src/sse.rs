@@ -11,7 +11,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -241,8 +241,15 @@ pin_project_lite::pin_project! {
 
 /// The keep-alive timer. Sending an event only records the time; the timer is moved when
 /// it fires, so a busy stream costs no timer update per event.
+///
+/// Its deadlines fall on a grid shared by every stream (see [`on_grid`]): a busy stream's
+/// timer still fires once an interval to look, and on a grid the many streams' looks wake
+/// the server a few times a second together instead of each on its own. A comment may thus
+/// go out up to one grid step before the interval is over, never after.
 struct KeepAlive {
     every: Duration,
+    /// The grid step: a thirty-second of `every`, 1 ms to 1 s.
+    grid: Duration,
     timer: Pin<Box<Sleep>>,
     last_sent: Instant,
     /// Where the hub writes updates straight to the socket, past this body: those writes
@@ -259,11 +266,16 @@ where
         Self {
             source,
             shutdown: ShutdownWatch::new(shutdown),
-            keep_alive: keep_alive.map(|every| KeepAlive {
-                every,
-                timer: Box::pin(tokio::time::sleep(every)),
-                last_sent: Instant::now(),
-                direct: None,
+            keep_alive: keep_alive.map(|every| {
+                let grid = (every / 32).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                let now = Instant::now();
+                KeepAlive {
+                    every,
+                    grid,
+                    timer: Box::pin(tokio::time::sleep_until(on_grid(now + every, grid))),
+                    last_sent: now,
+                    direct: None,
+                }
             }),
             done: false,
         }
@@ -340,9 +352,10 @@ where
                     keep_alive.last_sent = keep_alive.last_sent.max(at);
                 }
                 let due = keep_alive.last_sent + keep_alive.every;
-                if due > Instant::now() {
+                if due > Instant::now() + keep_alive.grid {
                     // Something was sent since the timer was set: wait from then.
-                    keep_alive.timer.as_mut().reset(due);
+                    let at = on_grid(due, keep_alive.grid);
+                    keep_alive.timer.as_mut().reset(at);
                     continue;
                 }
                 keep_alive.reset();
@@ -363,8 +376,28 @@ impl KeepAlive {
     fn reset(&mut self) {
         let now = Instant::now();
         self.last_sent = now;
-        self.timer.as_mut().reset(now + self.every);
+        self.timer
+            .as_mut()
+            .reset(on_grid(now + self.every, self.grid));
     }
+}
+
+/// `at` rounded down to a multiple of `grid` since a fixed point in the process's life
+/// (the first call): every stream with the same grid step shares the same ticks.
+fn on_grid(at: Instant, grid: Duration) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let (Some(since), Ok(step)) = (
+        at.checked_duration_since(origin),
+        u64::try_from(grid.as_nanos()),
+    ) else {
+        return at;
+    };
+    if step == 0 {
+        return at;
+    }
+    let past_tick = u64::try_from(since.as_nanos() % u128::from(step)).unwrap_or(0);
+    at - Duration::from_nanos(past_tick)
 }
 
 /// An event-stream response around `body`, with the headers that keep every cache, proxy
@@ -390,7 +423,54 @@ where
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
+
+    #[test]
+    fn the_grid_rounds_down_to_shared_ticks() {
+        let grid = Duration::from_millis(10);
+        let now = Instant::now();
+        let tick = on_grid(now, grid);
+        assert!(tick <= now && now - tick < grid);
+        assert_eq!(on_grid(tick, grid), tick);
+        assert_eq!(on_grid(tick + Duration::from_millis(9), grid), tick);
+        assert_eq!(on_grid(tick + grid, grid), tick + grid);
+    }
+
+    fn idle_body(every: Duration) -> SseBody<futures_util::stream::Pending<Bytes>> {
+        SseBody::new(
+            futures_util::stream::pending(),
+            CancellationToken::new(),
+            Some(every),
+        )
+    }
+
+    async fn next_comment(body: &mut SseBody<futures_util::stream::Pending<Bytes>>) -> Instant {
+        let frame = body.frame().await.expect("a frame").expect("infallible");
+        assert_eq!(frame.into_data().expect("data"), KEEP_ALIVE);
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_streams_get_their_keep_alives_together_on_the_grid() {
+        let every = Duration::from_millis(320);
+        let grid = Duration::from_millis(10);
+        // Start 1 ms past a tick; a second stream opens 5 ms later.
+        let now = Instant::now();
+        let tick = on_grid(now, grid) + grid;
+        tokio::time::advance(tick + Duration::from_millis(1) - now).await;
+        let mut first = idle_body(every);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut second = idle_body(every);
+
+        let at = next_comment(&mut first).await;
+        assert_eq!(at, tick + every, "on the tick before the interval is over");
+        assert_eq!(next_comment(&mut second).await, at, "both on the same tick");
+        // And so on, an interval apart, never later than the interval.
+        let again = next_comment(&mut first).await;
+        assert_eq!(again - at, every);
+    }
 
     fn text(bytes: &Bytes) -> &str {
         std::str::from_utf8(bytes).expect("events are UTF-8")

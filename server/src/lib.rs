@@ -12,6 +12,7 @@ pub mod sink;
 pub mod sse;
 pub mod stream_conn;
 pub mod telemetry;
+pub mod ticks;
 pub mod tls;
 pub mod topics;
 pub mod update;

@@ -11,7 +11,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -27,7 +27,7 @@ use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::{shutdown::ShutdownWatch, sink::Sink};
+use crate::{shutdown::ShutdownWatch, sink::Sink, ticks::round_down};
 
 /// The comment sent on idle streams so that proxies and browsers keep the connection open.
 pub const KEEP_ALIVE: &[u8] = b":\n\n";
@@ -242,7 +242,7 @@ pin_project_lite::pin_project! {
 /// The keep-alive timer. Sending an event only records the time; the timer is moved when
 /// it fires, so a busy stream costs no timer update per event.
 ///
-/// Its deadlines fall on a grid shared by every stream (see [`on_grid`]): a busy stream's
+/// Its deadlines fall on a grid shared by every stream (see [`crate::ticks`]): a busy stream's
 /// timer still fires once an interval to look, and on a grid the many streams' looks wake
 /// the server a few times a second together instead of each on its own. A comment may thus
 /// go out up to one grid step before the interval is over, never after.
@@ -272,7 +272,7 @@ where
                 KeepAlive {
                     every,
                     grid,
-                    timer: Box::pin(tokio::time::sleep_until(on_grid(now + every, grid))),
+                    timer: Box::pin(tokio::time::sleep_until(round_down(now + every, grid))),
                     last_sent: now,
                     direct: None,
                 }
@@ -354,7 +354,7 @@ where
                 let due = keep_alive.last_sent + keep_alive.every;
                 if due > Instant::now() + keep_alive.grid {
                     // Something was sent since the timer was set: wait from then.
-                    let at = on_grid(due, keep_alive.grid);
+                    let at = round_down(due, keep_alive.grid);
                     keep_alive.timer.as_mut().reset(at);
                     continue;
                 }
@@ -378,26 +378,8 @@ impl KeepAlive {
         self.last_sent = now;
         self.timer
             .as_mut()
-            .reset(on_grid(now + self.every, self.grid));
+            .reset(round_down(now + self.every, self.grid));
     }
-}
-
-/// `at` rounded down to a multiple of `grid` since a fixed point in the process's life
-/// (the first call): every stream with the same grid step shares the same ticks.
-fn on_grid(at: Instant, grid: Duration) -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let (Some(since), Ok(step)) = (
-        at.checked_duration_since(origin),
-        u64::try_from(grid.as_nanos()),
-    ) else {
-        return at;
-    };
-    if step == 0 {
-        return at;
-    }
-    let past_tick = u64::try_from(since.as_nanos() % u128::from(step)).unwrap_or(0);
-    at - Duration::from_nanos(past_tick)
 }
 
 /// An event-stream response around `body`, with the headers that keep every cache, proxy
@@ -427,17 +409,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_grid_rounds_down_to_shared_ticks() {
-        let grid = Duration::from_millis(10);
-        let now = Instant::now();
-        let tick = on_grid(now, grid);
-        assert!(tick <= now && now - tick < grid);
-        assert_eq!(on_grid(tick, grid), tick);
-        assert_eq!(on_grid(tick + Duration::from_millis(9), grid), tick);
-        assert_eq!(on_grid(tick + grid, grid), tick + grid);
-    }
-
     fn idle_body(every: Duration) -> SseBody<futures_util::stream::Pending<Bytes>> {
         SseBody::new(
             futures_util::stream::pending(),
@@ -458,14 +429,20 @@ mod tests {
         let grid = Duration::from_millis(10);
         // Start 1 ms past a tick; a second stream opens 5 ms later.
         let now = Instant::now();
-        let tick = on_grid(now, grid) + grid;
+        let tick = round_down(now, grid) + grid;
         tokio::time::advance(tick + Duration::from_millis(1) - now).await;
         let mut first = idle_body(every);
         tokio::time::advance(Duration::from_millis(5)).await;
         let mut second = idle_body(every);
 
         let at = next_comment(&mut first).await;
-        assert_eq!(at, tick + every, "on the tick before the interval is over");
+        // On the tick before the interval is over (the timer's resolution is 1 ms).
+        let on_tick = tick + every;
+        assert!(
+            at >= on_tick && at - on_tick <= Duration::from_millis(1),
+            "{:?} after the tick",
+            at.checked_duration_since(on_tick)
+        );
         assert_eq!(next_comment(&mut second).await, at, "both on the same tick");
         // And so on, an interval apart, never later than the interval.
         let again = next_comment(&mut first).await;

@@ -16,7 +16,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, OnceLock, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
@@ -25,6 +25,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{end_event, message, CounterSettings};
 use crate::{
     sink::{Delivery, Sink},
+    ticks::round_up,
     update::Update,
 };
 
@@ -137,7 +138,7 @@ struct Schedule {
 impl Schedule {
     fn insert(&mut self, entry: Entry, grid: Duration) {
         self.due
-            .entry(on_grid(entry.due, grid))
+            .entry(round_up(entry.due, grid))
             .or_default()
             .push(entry);
         self.len += 1;
@@ -242,17 +243,6 @@ pub fn grid(interval: Duration) -> Duration {
     (interval / 40).clamp(Duration::from_millis(1), Duration::from_millis(25))
 }
 
-/// `due` rounded up to the next multiple of `grid` since a process-wide epoch.
-pub fn on_grid(due: Instant, grid: Duration) -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let since = due.saturating_duration_since(epoch).as_nanos();
-    let step = grid.as_nanos().max(1);
-    let rounded = since.div_ceil(step) * step;
-    let extra = u64::try_from(rounded - since).unwrap_or(0);
-    due + Duration::from_nanos(extra)
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -271,19 +261,19 @@ mod tests {
         let mut woken = Vec::new();
         for offset_us in [0, 1, 3_333, 24_999, 25_000, 123_456] {
             let due = start + Duration::from_micros(offset_us);
-            let at = on_grid(due, grid);
+            let at = round_up(due, grid);
             assert!(at >= due, "early by {:?}", due - at);
             assert!(at - due < grid, "late by {:?}", at - due);
             woken.push(at);
         }
         // Due times within one step share one wake-up.
         assert_eq!(
-            on_grid(start + Duration::from_micros(2_001), grid),
-            on_grid(start + Duration::from_micros(2_002), grid)
+            round_up(start + Duration::from_micros(2_001), grid),
+            round_up(start + Duration::from_micros(2_002), grid)
         );
         // Rounding is idempotent: a grid point stays where it is.
         for at in woken {
-            assert_eq!(on_grid(at, grid), at);
+            assert_eq!(round_up(at, grid), at);
         }
     }
 

@@ -211,8 +211,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     tracing::info!(addr = %config.addr, "listening on {scheme}://{}", config.addr);
     let router = app(AppState::new(&config, token.clone())?);
-    serve(listener, router, token, options)
+    // Accepting on a worker thread, not this one (the runtime's main thread): a connection
+    // spawned from a worker starts on that worker, where one spawned from here would first
+    // have to wake a worker (a system call and a context switch per connection).
+    tokio::spawn(serve(listener, router, token, options))
         .await
+        .map_err(|failed| StartError::Serve(std::io::Error::other(failed)))?
         .map_err(StartError::Serve)?;
     tracing::info!("stopped");
     Ok(())

@@ -34,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::stream_conn;
+use crate::stream_conn::{self, FirstBytes};
 
 /// How the server treats connections.
 #[derive(Clone)]
@@ -119,24 +119,21 @@ pub async fn serve(
                 let stall_timeout = options.stall_timeout;
                 let router = router.clone();
                 tokio::spawn(async move {
-                    // Telling HTTP/1 from HTTP/2 waits for the first bytes, and that wait has
-                    // no deadline of its own: a client that connects and says nothing must
-                    // not hold the connection forever.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(first_byte_timeout, guarded.inner.peek(&mut first))
-                        .await
-                    {
-                        Ok(Ok(0)) => {}
-                        Ok(Ok(_)) => match stream_conn::classify(&guarded.inner, peer).await {
-                            Some(request) => {
-                                stream_conn::serve(guarded.inner, request, router, stall_timeout)
-                                    .await;
-                            }
-                            // Boxed: hyper's connection state is large, and this task should
-                            // only be that large for connections that need it.
-                            None => Box::pin(connection.serve(guarded)).await,
-                        },
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "connection failed"),
+                    // Telling an event stream from anything else waits for the first bytes,
+                    // and that wait has no deadline of its own: a client that connects and
+                    // says nothing must not hold the connection forever.
+                    let first = stream_conn::classify(&guarded.inner, peer);
+                    match tokio::time::timeout(first_byte_timeout, first).await {
+                        Ok(FirstBytes::Stream(request)) => {
+                            stream_conn::serve(guarded.inner, request, router, stall_timeout).await;
+                        }
+                        // Boxed: hyper's connection state is large, and this task should
+                        // only be that large for connections that need it.
+                        Ok(FirstBytes::Other) => Box::pin(connection.serve(guarded)).await,
+                        Ok(FirstBytes::Closed) => {}
+                        Ok(FirstBytes::Failed(error)) => {
+                            tracing::debug!(%peer, %error, "connection failed");
+                        }
                         Err(_) => tracing::debug!(%peer, "no request before the header timeout"),
                     }
                 });

@@ -14,7 +14,7 @@
 
 use std::{
     future::Future,
-    io,
+    io::{self, Read},
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -26,7 +26,11 @@ use axum::{body::Body, extract::ConnectInfo, Router};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use tokio::{io::ReadBuf, net::TcpStream};
+use socket2::SockRef;
+use tokio::{
+    io::{Interest, ReadBuf},
+    net::TcpStream,
+};
 
 use crate::sink::{chunk_header, write_now, Direct, Sink};
 use tower::ServiceExt;
@@ -44,16 +48,32 @@ pub struct StreamRequest {
     head_len: usize,
 }
 
-/// Looks at the bytes already received on `stream` without consuming them; returns the
-/// request when it is an event-stream subscription this path serves.
-pub async fn classify(stream: &TcpStream, peer: SocketAddr) -> Option<StreamRequest> {
+/// What a new connection's first bytes say.
+// Handed over once, at once: a box would cost an allocation per connection for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum FirstBytes {
+    /// An event-stream subscription this path serves.
+    Stream(StreamRequest),
+    /// Anything else, for hyper (the bytes are still unread).
+    Other,
+    /// The client closed the connection before sending anything.
+    Closed,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// Waits for the first bytes on `stream` and looks at them without consuming them.
+pub async fn classify(stream: &TcpStream, peer: SocketAddr) -> FirstBytes {
     // The buffer lives on the stack for one poll only, never in the connection's future.
     std::future::poll_fn(|cx| {
         let mut buffer = [0u8; MAX_HEAD];
         let mut peeked = ReadBuf::new(&mut buffer);
         match stream.poll_peek(cx, &mut peeked) {
-            Poll::Ready(Ok(_)) => Poll::Ready(parse(peeked.filled(), peer)),
-            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(0)) => Poll::Ready(FirstBytes::Closed),
+            Poll::Ready(Ok(_)) => Poll::Ready(
+                parse(peeked.filled(), peer).map_or(FirstBytes::Other, FirstBytes::Stream),
+            ),
+            Poll::Ready(Err(error)) => Poll::Ready(FirstBytes::Failed(error)),
             Poll::Pending => Poll::Pending,
         }
     })
@@ -184,14 +204,30 @@ async fn consume(stream: &TcpStream, mut length: usize) -> io::Result<()> {
 }
 
 /// Reads what it can of `length` bytes without waiting; returns how many are left.
+///
+/// It asks for one byte more than is left: the stream ignores whatever a client sends after
+/// the head, and a read that comes back short has emptied the socket, so the socket's read
+/// readiness is cleared with it. The stream's first look for the client leaving then waits
+/// for the event loop instead of failing a read first.
 fn consume_now(stream: &TcpStream, mut length: usize) -> io::Result<usize> {
     let mut sink = [0u8; 512];
     while length > 0 {
-        let want = length.min(sink.len());
-        match stream.try_read(&mut sink[..want]) {
+        let want = (length + 1).min(sink.len());
+        let mut emptied = 0;
+        let read = stream.try_io(Interest::READABLE, || {
+            let read = (&*SockRef::from(stream)).read(&mut sink[..want])?;
+            if read > 0 && read < want {
+                emptied = read;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        match read {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(read) => length -= read,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(read) => length = length.saturating_sub(read),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(length.saturating_sub(emptied));
+            }
             Err(error) => return Err(error),
         }
     }
@@ -410,10 +446,56 @@ fn response_head(parts: http::response::Parts, known_length: bool) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     fn peer() -> SocketAddr {
         ([127, 0, 0, 1], 9).into()
+    }
+
+    #[tokio::test]
+    async fn consuming_the_head_empties_the_socket_and_clears_its_readiness() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let head = b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
+        client.write_all(head).await.expect("write");
+        server.readable().await.expect("readable");
+        assert_eq!(consume_now(&server, head.len()).expect("consume"), 0);
+        // Nothing is left, and the socket says so without a failing read.
+        let wait = Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, server.readable()).await.is_err());
+        // Whatever the client sends next still wakes the stream.
+        client.write_all(b"more").await.expect("write");
+        tokio::time::timeout(Duration::from_secs(5), server.readable())
+            .await
+            .expect("woken")
+            .expect("readable");
+    }
+
+    #[tokio::test]
+    async fn consuming_a_head_cut_in_two_waits_for_its_end() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let head = [b'x'; 700];
+        client.write_all(&head[..300]).await.expect("write");
+        server.readable().await.expect("readable");
+        assert_eq!(consume_now(&server, head.len()).expect("consume"), 400);
+        client.write_all(&head[300..]).await.expect("write");
+        tokio::time::timeout(Duration::from_secs(5), consume(&server, 400))
+            .await
+            .expect("the rest arrives")
+            .expect("consumed");
     }
 
     #[test]

@@ -454,15 +454,21 @@ mod tests {
         ([127, 0, 0, 1], 9).into()
     }
 
-    #[tokio::test]
-    async fn consuming_the_head_empties_the_socket_and_clears_its_readiness() {
+    /// Both ends of a loopback connection: the client's, and the server's.
+    async fn connected() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn consuming_the_head_empties_the_socket_and_clears_its_readiness() {
+        let (mut client, server) = connected().await;
         let head = b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
         client.write_all(head).await.expect("write");
         server.readable().await.expect("readable");
@@ -480,13 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn consuming_a_head_cut_in_two_waits_for_its_end() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (mut client, server) = connected().await;
         let head = [b'x'; 700];
         client.write_all(&head[..300]).await.expect("write");
         server.readable().await.expect("readable");

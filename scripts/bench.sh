@@ -2,9 +2,9 @@
 # The benchmark suite in one command: Pulse next to nginx + nchan and FastAPI + sse-starlette,
 # under the same load from loadgen, on this machine's loopback.
 #
-#   scripts/bench.sh            the full run (about 15 minutes on 2 cores): writes
+#   scripts/bench.sh            the full run (about 20 minutes on 2 cores): writes
 #                               bench/results/<date>.json and .md, SVG charts, and latest.*
-#   scripts/bench.sh --quick    a run of about 3 minutes that checks the tooling
+#   scripts/bench.sh --quick    a run of about 4 minutes that checks the tooling
 #                               (bench/results/<date>-quick.*; latest.* is left alone)
 #
 # Any other flag goes to `bench run` (`target/release/bench run --help`), e.g.

@@ -62,7 +62,8 @@ struct RunArgs {
     /// A much shorter run with small crowds, to check the tooling.
     #[arg(long)]
     quick: bool,
-    /// Only these parts: capacity, redis, fanout, counter, floor, page (comma-separated).
+    /// Only these parts: capacity, redis, fanout, counter, floor, latency, page
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these targets for the single-instance scenarios: pulse, nchan, starlette, and
@@ -184,9 +185,13 @@ fn run_command(args: RunArgs) -> ExitCode {
         profile.floor = args.targets.iter().any(|name| name == "floor");
     }
     for part in &args.only {
-        if !["capacity", "redis", "fanout", "counter", "floor", "page"].contains(&part.as_str()) {
+        if ![
+            "capacity", "redis", "fanout", "counter", "floor", "latency", "page",
+        ]
+        .contains(&part.as_str())
+        {
             eprintln!(
-                "bench: unknown part {part:?} (capacity, redis, fanout, counter, floor, page)"
+                "bench: unknown part {part:?} (capacity, redis, fanout, counter, floor, latency, page)"
             );
             return ExitCode::from(2);
         }

@@ -114,6 +114,26 @@ impl Results {
             .as_ref()
     }
 
+    /// The p99 latencies of `target` at `subscribers` × `rate`: the capacity run's, then
+    /// every [`Scenario::Latency`] run's, in the order they ran. Runs that measured no
+    /// latency (nothing delivered) are left out.
+    pub fn p99s_at(&self, target: Target, subscribers: usize, rate: f64) -> Vec<f64> {
+        let capacity = self.find(Scenario::Capacity, target, subscribers, Some(rate));
+        let again = self.runs.iter().filter(|run| {
+            run.scenario == Scenario::Latency
+                && run.target == target
+                && run.subscribers == subscribers
+                && run.rate.is_some_and(|r| (r - rate).abs() < 1e-9)
+        });
+        capacity
+            .into_iter()
+            .chain(again)
+            .filter_map(|run| run.figures.as_ref())
+            .filter(|figures| figures.latency.count > 0)
+            .map(|figures| figures.latency.p99_us)
+            .collect()
+    }
+
     /// Runs of a scenario, in the order they ran.
     pub fn of(&self, scenario: Scenario) -> impl Iterator<Item = &RunRecord> {
         self.runs.iter().filter(move |run| run.scenario == scenario)

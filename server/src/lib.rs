@@ -75,11 +75,14 @@ impl AppState {
                 .site_addr(config.addr)
                 .reload_port(config.reload_port)
                 .build(),
-            counter: Counter::start(CounterSettings {
-                count: config.stream_count,
-                interval: config.stream_interval,
-                retry: config.stream_retry,
-            }),
+            counter: Counter::start(
+                CounterSettings {
+                    count: config.stream_count,
+                    interval: config.stream_interval,
+                    retry: config.stream_retry,
+                },
+                Arc::clone(&metrics.counter),
+            ),
             keep_alive: config.keep_alive,
             metrics,
             shutdown,

@@ -52,6 +52,16 @@ impl StreamMetrics {
     pub fn disconnects(&self) -> u64 {
         self.disconnects.load(Relaxed)
     }
+
+    /// Counts `n` events a fan-out wrote straight to the streams' sockets. The fan-out
+    /// counts them as it goes and adds them here once per step, not once per stream: the
+    /// streams' own tasks are not woken for these writes, so they could count them only
+    /// later (see [`StreamTracker::sent_directly`]).
+    pub fn written_directly(&self, n: u64) {
+        if n > 0 {
+            self.events.fetch_add(n, Relaxed);
+        }
+    }
 }
 
 /// Every counter the server keeps.
@@ -172,6 +182,13 @@ impl StreamTracker {
         }
     }
 
+    /// Counts `n` events the fan-out wrote straight to this stream's socket: in the
+    /// stream's own tally only, as the fan-out already added them to the shared counter
+    /// ([`StreamMetrics::written_directly`]).
+    pub fn sent_directly(&mut self, n: u64) {
+        self.sent += n;
+    }
+
     /// Marks the stream as having reached its natural end.
     pub fn finish(&mut self) {
         self.finished = true;
@@ -218,12 +235,16 @@ mod tests {
             let mut finished = StreamTracker::start(metrics.counter.clone(), false);
             let _left = StreamTracker::start(metrics.counter.clone(), true);
             finished.sent(3);
+            // Counted by the fan-out that wrote them, not again by the stream.
+            finished.sent_directly(5);
+            metrics.counter.written_directly(5);
+            assert_eq!(metrics.counter.events(), 5, "direct writes count at once");
             finished.finish();
             assert_eq!(metrics.counter.open(), 2);
         }
         assert_eq!(metrics.counter.open(), 0);
         assert_eq!(metrics.counter.started(), 2);
-        assert_eq!(metrics.counter.events(), 3);
+        assert_eq!(metrics.counter.events(), 8);
         assert_eq!(metrics.counter.resumes(), 1);
         assert_eq!(metrics.counter.disconnects(), 1);
     }

@@ -306,3 +306,47 @@ async fn direct_and_queued_writes_never_reorder_or_interleave() {
         );
     }
 }
+
+/// Events the counter's clock writes straight to a stream's socket show in `/metrics` as
+/// they go out, not only once the stream ends (the stream's own task is not woken for them).
+#[tokio::test]
+async fn the_clocks_direct_writes_count_in_the_metrics_at_once() {
+    let server = TestServer::start(&["--stream-count", "1000", "--stream-interval", "20ms"]).await;
+    let metrics = server.state.metrics.counter.clone();
+    let mut stream = raw_get(server.addr, "/stream", ACCEPT).await;
+    let seen = read_until(&mut stream, b"Counter value 6\n", Duration::from_secs(5)).await;
+    assert!(contains(&seen, b"Counter value 6\n"));
+    // Messages 2 to 6 went out from the clock; the first, with the head, is the stream's.
+    assert!(
+        eventually(Duration::from_secs(1), || async { metrics.events() >= 5 }).await,
+        "{} events counted while the stream is open",
+        metrics.events()
+    );
+    assert_eq!(metrics.open(), 1);
+}
+
+/// The same for the hub: updates the fan-out writes straight to a subscriber's socket are
+/// counted as they go out.
+#[tokio::test]
+async fn the_fan_outs_direct_writes_count_in_the_metrics_at_once() {
+    let server = start(&[]).await;
+    let metrics = server.state.metrics.hub.clone();
+    let mut reader = raw_get(server.addr, "/.well-known/mercure?match=%2Fcounted", ACCEPT).await;
+    read_until(&mut reader, b":\n\n", Duration::from_secs(5)).await;
+    subscribers(&server, 1).await;
+    for n in 0..3 {
+        let id = publish_ok(
+            &server,
+            &[("topic", "/counted"), ("data", &format!("n={n}"))],
+        )
+        .await;
+        let seen = read_until(&mut reader, id.as_bytes(), Duration::from_secs(5)).await;
+        assert!(contains(&seen, id.as_bytes()), "missed {id}");
+    }
+    assert!(
+        eventually(Duration::from_secs(1), || async { metrics.events() >= 3 }).await,
+        "{} updates counted while the subscriber is connected",
+        metrics.events()
+    );
+    assert_eq!(metrics.open(), 1);
+}

@@ -24,6 +24,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{end_event, message, CounterSettings};
 use crate::{
+    metrics::StreamMetrics,
     sink::{Delivery, Sink},
     ticks::round_up,
     update::Update,
@@ -52,10 +53,11 @@ struct Entry {
 }
 
 impl Clock {
-    /// Starts the clock's task on the current runtime.
-    pub fn start(settings: CounterSettings) -> Self {
+    /// Starts the clock's task on the current runtime; it counts the events it writes
+    /// straight to sockets in `metrics`, once per step.
+    pub fn start(settings: CounterSettings, metrics: Arc<StreamMetrics>) -> Self {
         let (registrations, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(run(settings, incoming));
+        tokio::spawn(run(settings, incoming, metrics));
         Self {
             registrations,
             interval: settings.interval,
@@ -78,7 +80,11 @@ impl Clock {
 /// Registrations taken from the queue at once.
 const REGISTRATIONS_AT_ONCE: usize = 256;
 
-async fn run(settings: CounterSettings, mut incoming: mpsc::UnboundedReceiver<Entry>) {
+async fn run(
+    settings: CounterSettings,
+    mut incoming: mpsc::UnboundedReceiver<Entry>,
+    metrics: Arc<StreamMetrics>,
+) {
     let grid = grid(settings.interval);
     let mut events = Events::new(settings);
     let mut schedule = Schedule::default();
@@ -116,11 +122,15 @@ async fn run(settings: CounterSettings, mut incoming: mpsc::UnboundedReceiver<En
                 // One write per stream, ~5-10 µs each: the 500 streams due in a step at the
                 // open-file limit (20,000 streams a process at a 1 s interval) take a few
                 // milliseconds, well within the 25 ms step.
+                let mut written = 0;
                 for entry in firing.drain(..) {
-                    if let Some(entry) = send(entry, &mut events, fired, settings.interval, grid) {
+                    let (delivery, next) = send(entry, &mut events, fired, settings.interval, grid);
+                    written += u64::from(delivery == Some(Delivery::Written));
+                    if let Some(entry) = next {
                         schedule.insert(entry, grid);
                     }
                 }
+                metrics.written_directly(written);
             }
         }
     }
@@ -173,25 +183,29 @@ impl Drop for Schedule {
     }
 }
 
-/// Hands `entry` its next event; returns it with its following one, unless it is done.
+/// Hands `entry` its next event; returns what became of it (`None`: the stream is gone)
+/// and the entry with its following event, unless it is done.
 fn send(
     mut entry: Entry,
     events: &mut Events,
     fired: Instant,
     interval: Duration,
     grid: Duration,
-) -> Option<Entry> {
-    let sink = entry.sink.upgrade()?;
+) -> (Option<Delivery>, Option<Entry>) {
+    let Some(sink) = entry.sink.upgrade() else {
+        return (None, None);
+    };
     let event = events.get(entry.next);
     let last = entry.next > events.count;
     // The end event is queued, not written: the stream's task sends it together with the
     // end of the response, in one write.
-    if sink.deliver(&event, !last) == Delivery::Full || last {
+    let delivery = sink.deliver(&event, !last);
+    if delivery == Delivery::Full || last {
         // After the end event, or for a client so far behind that its queue is full: the
         // stream ends after what it has, and a client that was cut off resumes from its
         // last id.
         sink.close();
-        return None;
+        return (Some(delivery), None);
     }
     entry.next += 1;
     let next = entry.due + interval;
@@ -200,7 +214,7 @@ fn send(
     } else {
         next
     };
-    Some(entry)
+    (Some(delivery), Some(entry))
 }
 
 /// The counter's events, encoded once each (up to [`CACHED_EVENTS`]).
@@ -298,7 +312,7 @@ mod tests {
         let interval = settings.interval;
         // Late by less than one grid step, plus the timer's 1 ms resolution.
         let late = grid(interval) + Duration::from_millis(1);
-        let clock = Clock::start(settings);
+        let clock = Clock::start(settings, Arc::default());
         let sink = Sink::new(4);
         let start = Instant::now();
         assert!(clock.register(&sink, 2));
@@ -324,7 +338,7 @@ mod tests {
         let settings = settings(10);
         let interval = settings.interval;
         let late = grid(interval) + Duration::from_millis(1);
-        let clock = Clock::start(settings);
+        let clock = Clock::start(settings, Arc::default());
         let sink = Sink::new(4);
         assert!(clock.register(&sink, 1));
         next(&sink).await.expect("message 1");
@@ -342,7 +356,7 @@ mod tests {
     async fn cuts_off_a_stream_that_does_not_read() {
         let settings = settings(100);
         let interval = settings.interval;
-        let clock = Clock::start(settings);
+        let clock = Clock::start(settings, Arc::default());
         // Nobody takes from this one: when its queue is full, the clock closes it.
         let stuck = Sink::new(2);
         assert!(clock.register(&stuck, 1));
@@ -364,7 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn streams_end_when_the_clock_stops() {
-        let clock = Clock::start(settings(10));
+        let clock = Clock::start(settings(10), Arc::default());
         let sink = Sink::new(4);
         assert!(clock.register(&sink, 1));
         drop(clock);

@@ -26,7 +26,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::{
-    metrics::StreamTracker,
+    metrics::{StreamMetrics, StreamTracker},
     sink::{Direct, Sink},
     sse::{self, EventBuilder, FieldValue, SseBody},
     update::Update,
@@ -64,11 +64,12 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Starts the streams' clock on the current runtime.
-    pub fn start(settings: CounterSettings) -> Self {
+    /// Starts the streams' clock on the current runtime; events it writes straight to
+    /// sockets are counted in `metrics` as they go out.
+    pub fn start(settings: CounterSettings, metrics: Arc<StreamMetrics>) -> Self {
         Self {
             settings,
-            clock: Clock::start(settings),
+            clock: Clock::start(settings, metrics),
         }
     }
 }
@@ -146,9 +147,16 @@ struct CounterStream {
 }
 
 impl CounterStream {
-    fn count(&mut self, sent: u64) {
-        self.tracker.sent(sent);
-        self.left = self.left.saturating_sub(sent);
+    /// Counts one event this stream's task sent.
+    fn count_sent(&mut self) {
+        self.tracker.sent(1);
+        self.left = self.left.saturating_sub(1);
+    }
+
+    /// Counts `n` events the clock wrote straight to the socket (already in the metrics).
+    fn count_direct(&mut self, n: u64) {
+        self.tracker.sent_directly(n);
+        self.left = self.left.saturating_sub(n);
     }
 }
 
@@ -159,10 +167,10 @@ impl Stream for CounterStream {
         let this = self.get_mut();
         let (next, direct) = this.sink.poll_take(cx);
         // Events the clock wrote straight to the socket count as sent too.
-        this.count(direct);
+        this.count_direct(direct);
         match next {
             Poll::Ready(Some(event)) => {
-                this.count(1);
+                this.count_sent();
                 Poll::Ready(Some(event.wire.clone()))
             }
             Poll::Ready(None) => {
@@ -179,7 +187,7 @@ impl Stream for CounterStream {
 impl Drop for CounterStream {
     fn drop(&mut self) {
         let direct = self.sink.take_direct();
-        self.count(direct);
+        self.count_direct(direct);
     }
 }
 

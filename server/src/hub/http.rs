@@ -357,8 +357,9 @@ impl Stream for HubStream {
         };
         loop {
             let (next, direct) = subscription.queue.poll_take(cx);
-            // Updates the fan-out wrote straight to the socket count as sent too.
-            this.tracker.sent(direct);
+            // Updates the fan-out wrote straight to the socket count as sent too (the
+            // fan-out already added them to the metrics).
+            this.tracker.sent_directly(direct);
             match next {
                 Poll::Ready(Some(update)) if update.position <= subscription.after => continue,
                 Poll::Ready(Some(update)) => {
@@ -377,7 +378,7 @@ impl Drop for HubStream {
         let Some(subscription) = self.subscription.take() else {
             return;
         };
-        self.tracker.sent(subscription.queue.take_direct());
+        self.tracker.sent_directly(subscription.queue.take_direct());
         let spec = Arc::clone(&subscription.spec);
         drop(subscription);
         if !self.service.subscriptions {

@@ -112,6 +112,7 @@ impl HubService {
                 history_size: args.history_size as usize,
                 queue_capacity: args.subscriber_queue as usize,
             },
+            Arc::clone(&metrics),
         );
         Ok(Self {
             broker: match &args.broker {

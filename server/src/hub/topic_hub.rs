@@ -30,6 +30,7 @@ use super::{
     selector::{MatchBase, Selector},
 };
 use crate::{
+    metrics::StreamMetrics,
     sink::{Delivery, Sink},
     update::{EncodeError, NewUpdate, Position, Update},
 };
@@ -166,6 +167,8 @@ pub struct TopicHub {
     next_serial: AtomicU64,
     /// The current health notice, while the hub's store is unreachable.
     degraded: Mutex<Option<Arc<Update>>>,
+    /// Where the fan-out counts the updates it writes straight to sockets.
+    metrics: Arc<StreamMetrics>,
 }
 
 /// The topic of the hub's health notices (private, `event: mercure`).
@@ -208,8 +211,9 @@ pub struct ActiveSubscription {
 }
 
 impl TopicHub {
-    /// A hub and the fan-out task that serves it (spawned on the current runtime).
-    pub fn start(base: MatchBase, limits: HubLimits) -> Arc<Self> {
+    /// A hub and the fan-out task that serves it (spawned on the current runtime); the
+    /// fan-out counts the updates it writes straight to sockets in `metrics`.
+    pub fn start(base: MatchBase, limits: HubLimits, metrics: Arc<StreamMetrics>) -> Arc<Self> {
         let (fanout, updates) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             base,
@@ -223,6 +227,7 @@ impl TopicHub {
             fanout,
             next_serial: AtomicU64::new(1),
             degraded: Mutex::new(None),
+            metrics,
         });
         tokio::spawn(fan_out(Arc::downgrade(&hub), updates));
         hub
@@ -536,7 +541,8 @@ async fn fan_out(
         // With updates waiting behind this one, the fan-out queues rather than writes: it
         // catches up sooner, and each subscriber's task sends what piled up in one write.
         let direct = updates.is_empty();
-        deliver(&update, direct, &mut targets, &mut lagged).await;
+        let written = deliver(&update, direct, &mut targets, &mut lagged).await;
+        hub.metrics.written_directly(written);
         if !lagged.is_empty() {
             // Removing a lagged subscriber closes its queue: its stream ends after what it
             // already has, and the client resumes from the history.
@@ -570,20 +576,23 @@ struct Shares {
 }
 
 impl Shares {
-    /// Delivers shares until none is left; returns the subscribers whose queue was full.
-    fn work(&self) -> Vec<(usize, u64)> {
+    /// Delivers shares until none is left; returns the subscribers whose queue was full
+    /// and how many got the update written straight to their socket.
+    fn work(&self) -> (Vec<(usize, u64)>, u64) {
         let mut lagged = Vec::new();
+        let mut written = 0;
         loop {
             let Some(share) = self.left.lock().pop() else {
-                return lagged;
+                return (lagged, written);
             };
-            deliver_part(&self.update, self.direct, share.into_iter(), &mut lagged);
+            written += deliver_part(&self.update, self.direct, share.into_iter(), &mut lagged);
         }
     }
 }
 
 /// Hands `update` to every sink in `targets` (draining it), noting in `lagged` the
-/// subscribers whose queue is full. A large crowd is split over the runtime's worker
+/// subscribers whose queue is full; returns how many got it written straight to their
+/// socket. A large crowd is split over the runtime's worker
 /// threads: most updates are written straight to sockets here, and one thread alone would
 /// make the last subscriber wait for every write before its own. The crowd is cut into
 /// small shares rather than one part per worker, so that a worker that is held up does not
@@ -594,12 +603,11 @@ async fn deliver(
     direct: bool,
     targets: &mut Vec<Target>,
     lagged: &mut Vec<(usize, u64)>,
-) {
+) -> u64 {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let helpers = workers.min(targets.len() / PART_MIN);
     if helpers < 2 {
-        deliver_part(update, direct, targets.drain(..), lagged);
-        return;
+        return deliver_part(update, direct, targets.drain(..), lagged);
     }
     let mut left = Vec::with_capacity(targets.len().div_ceil(SHARE));
     while !targets.is_empty() {
@@ -618,25 +626,35 @@ async fn deliver(
             tokio::spawn(async move { shares.work() })
         })
         .collect();
+    let mut written = 0;
     for helper in helpers {
         match helper.await {
-            Ok(more) => lagged.extend(more),
+            Ok((more, part)) => {
+                lagged.extend(more);
+                written += part;
+            }
             Err(error) => tracing::error!(%error, "a fan-out helper failed"),
         }
     }
+    written
 }
 
+/// [`deliver`] to one part; returns how many sinks had it written to their socket.
 fn deliver_part(
     update: &Arc<Update>,
     direct: bool,
     targets: impl Iterator<Item = Target>,
     lagged: &mut Vec<(usize, u64)>,
-) {
+) -> u64 {
+    let mut written = 0;
     for (key, serial, sink) in targets {
-        if sink.deliver(update, direct) == Delivery::Full {
-            lagged.push((key, serial));
+        match sink.deliver(update, direct) {
+            Delivery::Written => written += 1,
+            Delivery::Queued => {}
+            Delivery::Full => lagged.push((key, serial)),
         }
     }
+    written
 }
 
 #[cfg(test)]
@@ -653,6 +671,7 @@ mod tests {
                 history_size: history,
                 queue_capacity: queue,
             },
+            Arc::default(),
         )
     }
 

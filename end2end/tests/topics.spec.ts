@@ -173,13 +173,22 @@ test.describe('topic pages', () => {
     await expect(messages(page)).toHaveCount(201);
     await expect(messages(page).first()).toHaveText('message 7');
     await expect(page.getByTestId('evicted')).toHaveText('6 older messages not shown');
-    await expect(page.getByRole('button', { name: /1 new/ })).toBeVisible();
-    await page.getByRole('button', { name: /1 new/ }).click();
+    const jump = page.getByRole('button', { name: /new ↓/ });
+    await expect(jump).toHaveText('1 new ↓');
+    // The button stays the same element while its count goes up (Leptos patches its text
+    // in place), so it does not flicker or lose focus.
+    await jump.evaluate((el) => { el.dataset.mark = 'first'; });
+    await publish(server, name, 'message 208');
+    await expect(jump).toHaveText('2 new ↓');
+    await expect(jump).toHaveAttribute('data-mark', 'first');
+    expect(await scroller.evaluate((el) => el.scrollTop)).toBe(0);
+    await page.getByRole('button', { name: /2 new/ }).click();
+    await expect(jump).toHaveCount(0);
     await expect.poll(gapToEnd).toBeLessThan(5);
     // Back at the end, the list is trimmed to its cap again.
     await expect(messages(page)).toHaveCount(200);
-    await expect(messages(page).first()).toHaveText('message 8');
-    await expect(page.getByTestId('evicted')).toHaveText('7 older messages not shown');
+    await expect(messages(page).first()).toHaveText('message 9');
+    await expect(page.getByTestId('evicted')).toHaveText('8 older messages not shown');
     await page.context().close();
   });
 

@@ -325,8 +325,9 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
     let p99_runs = three(points.p99_at);
     let rate = results.profile.capacity_rate;
     let p99s = |target| results.p99s_at(target, points.p99_at, rate);
-    let p99 = [Target::Pulse, Target::Nchan, Target::Starlette].map(|target| median(&p99s(target)));
-    let runs_each = [Target::Pulse, Target::Nchan].map(|target| p99s(target).len());
+    let measured = [Target::Pulse, Target::Nchan, Target::Starlette].map(p99s);
+    let p99 = measured.each_ref().map(|p99s| median(p99s));
+    let runs_each = [measured[0].len(), measured[1].len()];
     let mut p99_note = loadgen_note(p99_runs[0]);
     if runs_each.iter().any(|&runs| runs > 1) {
         p99_note = format!(

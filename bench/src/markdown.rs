@@ -372,16 +372,8 @@ fn latency_section(results: &Results, out: &mut String) {
         ">loadgen CPU, most of a run",
     ]);
     for target in targets {
-        let runs: Vec<&RunRecord> = results
-            .find(Scenario::Capacity, target, size, Some(rate))
-            .into_iter()
-            .chain(again.iter().copied().filter(|run| run.target == target))
-            .collect();
-        let measured: Vec<&Figures> = runs
-            .iter()
-            .filter_map(|run| run.figures.as_ref())
-            .filter(|f| f.latency.count > 0)
-            .collect();
+        let runs = results.runs_at(target, size, rate).len();
+        let measured = results.latency_figures_at(target, size, rate);
         let each = |pick: fn(&Figures) -> f64| {
             measured
                 .iter()
@@ -389,10 +381,10 @@ fn latency_section(results: &Results, out: &mut String) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let p99s = results.p99s_at(target, size, rate);
+        let p99s: Vec<f64> = measured.iter().map(|f| f.latency.p99_us).collect();
         table.row(vec![
             target.label().to_owned(),
-            format!("{}/{}", measured.len(), runs.len()),
+            format!("{}/{runs}", measured.len()),
             each(|f| f.latency.p99_us),
             opt(median(&p99s), |us| format!("**{}**", fmt_us(us))),
             each(|f| f.latency.p50_us),

@@ -114,10 +114,9 @@ impl Results {
             .as_ref()
     }
 
-    /// The p99 latencies of `target` at `subscribers` × `rate`: the capacity run's, then
-    /// every [`Scenario::Latency`] run's, in the order they ran. Runs that measured no
-    /// latency (nothing delivered) are left out.
-    pub fn p99s_at(&self, target: Target, subscribers: usize, rate: f64) -> Vec<f64> {
+    /// Every run of `target` at `subscribers` × `rate` that the p99 goal reads: the
+    /// capacity run, then each [`Scenario::Latency`] run, in the order they ran.
+    pub fn runs_at(&self, target: Target, subscribers: usize, rate: f64) -> Vec<&RunRecord> {
         let capacity = self.find(Scenario::Capacity, target, subscribers, Some(rate));
         let again = self.runs.iter().filter(|run| {
             run.scenario == Scenario::Latency
@@ -125,11 +124,27 @@ impl Results {
                 && run.subscribers == subscribers
                 && run.rate.is_some_and(|r| (r - rate).abs() < 1e-9)
         });
-        capacity
+        capacity.into_iter().chain(again).collect()
+    }
+
+    /// The figures of those runs that measured latency (delivered anything), in order.
+    pub fn latency_figures_at(
+        &self,
+        target: Target,
+        subscribers: usize,
+        rate: f64,
+    ) -> Vec<&Figures> {
+        self.runs_at(target, subscribers, rate)
             .into_iter()
-            .chain(again)
             .filter_map(|run| run.figures.as_ref())
             .filter(|figures| figures.latency.count > 0)
+            .collect()
+    }
+
+    /// Their p99 latencies.
+    pub fn p99s_at(&self, target: Target, subscribers: usize, rate: f64) -> Vec<f64> {
+        self.latency_figures_at(target, subscribers, rate)
+            .into_iter()
             .map(|figures| figures.latency.p99_us)
             .collect()
     }

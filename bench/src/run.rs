@@ -143,6 +143,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
                     size,
                     profile.capacity_rate,
                     profile.capacity_hold_s,
+                    None,
                 ) {
                     results.runs.push(record);
                 }
@@ -159,6 +160,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
             profile.redis_size,
             profile.capacity_rate,
             profile.capacity_hold_s,
+            None,
         ) {
             results.runs.push(record);
         }
@@ -174,6 +176,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
                         series.subscribers,
                         rate,
                         profile.fanout_hold_s,
+                        None,
                     ) else {
                         break;
                     };
@@ -232,6 +235,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
             points.p99_at,
             profile.capacity_rate,
             profile.capacity_hold_s,
+            None,
         );
         let fanout = runner.publish_step(
             Scenario::Fanout,
@@ -239,6 +243,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
             points.cpu_subscribers,
             points.cpu_rate,
             profile.fanout_hold_s,
+            None,
         );
         let counter = runner.counter_step(Target::Floor, points.counter_clients);
         results
@@ -251,7 +256,7 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
     if options.wants("latency") {
         for round in 1..=profile.latency_repeats {
             for target in profile.latency_targets() {
-                if let Some(record) = runner.publish_round(
+                if let Some(record) = runner.publish_step(
                     Scenario::Latency,
                     target,
                     profile.points.p99_at,
@@ -323,19 +328,8 @@ impl Runner<'_> {
         true
     }
 
-    fn publish_step(
-        &mut self,
-        scenario: Scenario,
-        target: Target,
-        subscribers: usize,
-        rate: f64,
-        hold_s: f64,
-    ) -> Option<RunRecord> {
-        self.publish_round(scenario, target, subscribers, rate, hold_s, None)
-    }
-
     /// A publishing step; `round` numbers a step measured more than once.
-    fn publish_round(
+    fn publish_step(
         &mut self,
         scenario: Scenario,
         target: Target,

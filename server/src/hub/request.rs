@@ -220,7 +220,11 @@ pub fn parse_subscribe(
             "match_urlpattern" => MatchType::UrlPattern,
             "topic" if compat => MatchType::Legacy,
             "topic" => return Err(SubscribeError::UnknownMatcher((*name).to_owned())),
-            other if other.len() >= 5 && other[..5].eq_ignore_ascii_case("match") => {
+            other
+                if other
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("match")) =>
+            {
                 return Err(SubscribeError::UnknownMatcher(
                     other.chars().take(64).collect(),
                 ))
@@ -473,6 +477,12 @@ mod tests {
             subscribe(&[("other", "x")], None, false).expect_err("none"),
             SubscribeError::NoMatcher
         );
+        // Names are decoded text: one whose fifth byte falls inside a character is just
+        // another unknown parameter, not a panic.
+        for name in ["abcd\u{e9}", "\u{e9}\u{e9}\u{e9}", "ma\u{e9}"] {
+            let parsed = subscribe(&[("match", "/a"), (name, "1")], None, false);
+            assert!(parsed.is_ok(), "{name:?}: {parsed:?}");
+        }
         let many: Vec<(&str, &str)> = (0..101).map(|_| ("match", "t")).collect();
         assert_eq!(
             subscribe(&many, None, false).expect_err("too many"),

@@ -154,7 +154,7 @@ pub fn app(state: AppState) -> Router {
     // response body larger.
     Router::new()
         .route("/stream", get(counter::stream))
-        .merge(hub::http::router(&state.hub))
+        .merge(hub::http::router(&state.hub, state.request_timeout))
         .merge(pages)
         .with_state(state)
 }

@@ -830,3 +830,28 @@ async fn the_token_command_mints_tokens_the_hub_accepts() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no publisher key is configured"));
 }
+
+#[tokio::test]
+async fn a_publisher_whose_body_never_ends_gets_408_and_subscribers_do_not() {
+    let server = start(&["--request-timeout", "1s"]).await;
+    let mut reader = subscribe(&server, &[("match", "/slow")], None).await;
+    let token = publish_all(&server);
+    let mut slow = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntopic=/slow",
+        server.addr
+    );
+    slow.write_all(head.as_bytes()).await.expect("send");
+    let answer = read_until(&mut slow, b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The subscriber, open for longer than the limit, still gets what is published.
+    let id = publish_ok(&server, &[("topic", "/slow"), ("data", "after")]).await;
+    assert_eq!(next(&mut reader).await.id, id);
+}

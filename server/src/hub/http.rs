@@ -17,10 +17,12 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use bytes::BytesMut;
 use futures_util::Stream;
-use tokio::time::Sleep;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tokio::{task::JoinHandle, time::Sleep};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    timeout::TimeoutLayer,
+};
 
 use super::{
     auth::{self, AuthError, Grants, Role},
@@ -37,6 +39,7 @@ use crate::{
     metrics::StreamTracker,
     sink::Direct,
     sse::{self, SseBody},
+    update::Update,
     AppState,
 };
 
@@ -45,9 +48,12 @@ const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-last-
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// The hub's routes.
-pub fn router(service: &HubService) -> Router<AppState> {
+pub fn router(service: &HubService, request_timeout: Duration) -> Router<AppState> {
     let body_limit = service.limits.max_update_bytes * 3 + 64 * 1024;
     let trace = crate::telemetry::trace_layer;
+    // Publishing and the API have the pages' time limit (a body that trickles in forever
+    // would hold its connection); subscribing has none.
+    let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     // The subscriptions API and metadata are logged like pages; subscribing is not (a
     // stream would keep its request span for its whole life).
     let api = Router::new()
@@ -65,9 +71,13 @@ pub fn router(service: &HubService) -> Router<AppState> {
             get(show_subscription),
         )
         .route(METADATA_PATH, get(metadata))
+        .route_layer(timeout())
         .route_layer(trace());
     let router = Router::new()
-        .route(HUB_PATH, get(subscribe).merge(post(publish).layer(trace())))
+        .route(
+            HUB_PATH,
+            get(subscribe).merge(post(publish).route_layer(timeout()).layer(trace())),
+        )
         .merge(api)
         .layer(DefaultBodyLimit::max(body_limit));
     match cors(&service.cors_origins) {
@@ -270,7 +280,13 @@ async fn subscribe(
     };
     let cursor = request.cursor.clone().unwrap_or(Cursor::Live);
     let subscription = service.hub.subscribe(spec, &cursor);
-    service.announce(&subscription.spec, true).await;
+    // Announced by a task of its own: the stream starts without waiting for the broker, and
+    // a client that leaves meanwhile still gets its `active` event, then its `inactive` one.
+    let announced = service.subscriptions.then(|| {
+        let service = Arc::clone(&service);
+        let spec = Arc::clone(&subscription.spec);
+        tokio::spawn(async move { service.announce(&spec, true).await })
+    });
 
     let found = match &subscription.cursor {
         CursorFound::Id(id) => id.clone(),
@@ -278,7 +294,13 @@ async fn subscribe(
     };
     let tracker = StreamTracker::start(Arc::clone(&service.metrics), request.cursor.is_some());
     let sink = Arc::clone(&subscription.queue);
-    let stream = HubStream::new(subscription, expires_at, tracker, Arc::clone(&service));
+    let stream = HubStream::new(
+        subscription,
+        expires_at,
+        tracker,
+        Arc::clone(&service),
+        announced,
+    );
     let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive))
         .with_direct_writes(Arc::clone(&sink));
     let mut response = sse::response(body);
@@ -299,11 +321,17 @@ async fn subscribe(
 /// replay, then live updates, until the queue closes or the token expires. Dropping it
 /// unregisters the subscriber, then announces that its subscriptions ended.
 struct HubStream {
-    preamble: Option<Bytes>,
+    /// The first comment is still to be sent.
+    greeting: bool,
+    /// The replay's updates still to be sent, shared with the history (the body joins
+    /// them into writes of up to 16 KiB, so nothing is copied per subscriber first).
+    replay: std::vec::IntoIter<Arc<Update>>,
     subscription: Option<Subscription>,
     expiry: Option<Pin<Box<Sleep>>>,
     tracker: StreamTracker,
     service: Arc<HubService>,
+    /// The task announcing the subscriptions, which the `inactive` events wait for.
+    announced: Option<JoinHandle<()>>,
 }
 
 impl HubStream {
@@ -312,14 +340,9 @@ impl HubStream {
         expires_at: Option<u64>,
         mut tracker: StreamTracker,
         service: Arc<HubService>,
+        announced: Option<JoinHandle<()>>,
     ) -> Self {
         let replay = std::mem::take(&mut subscription.replay);
-        let mut preamble =
-            BytesMut::with_capacity(3 + replay.iter().map(|u| u.wire.len()).sum::<usize>());
-        preamble.extend_from_slice(b":\n\n");
-        for update in &replay {
-            preamble.extend_from_slice(&update.wire);
-        }
         tracker.sent(replay.len() as u64);
         let expiry = expires_at.map(|at| {
             let now = SystemTime::now()
@@ -330,11 +353,13 @@ impl HubStream {
             ))
         });
         Self {
-            preamble: Some(preamble.freeze()),
+            greeting: true,
+            replay: replay.into_iter(),
             subscription: Some(subscription),
             expiry,
             tracker,
             service,
+            announced,
         }
     }
 }
@@ -344,8 +369,15 @@ impl Stream for HubStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        if let Some(preamble) = this.preamble.take() {
-            return Poll::Ready(Some(preamble));
+        if std::mem::take(&mut this.greeting) {
+            return Poll::Ready(Some(Bytes::from_static(b":\n\n")));
+        }
+        if let Some(update) = this.replay.next() {
+            if this.replay.len() == 0 {
+                // Let the replay's list go now rather than with the stream.
+                this.replay = Vec::new().into_iter();
+            }
+            return Poll::Ready(Some(update.wire.clone()));
         }
         if let Some(expiry) = &mut this.expiry {
             if expiry.as_mut().poll(cx).is_ready() {
@@ -386,7 +418,13 @@ impl Drop for HubStream {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let service = Arc::clone(&self.service);
-            runtime.spawn(async move { service.announce(&spec, false).await });
+            let announced = self.announced.take();
+            runtime.spawn(async move {
+                if let Some(announced) = announced {
+                    let _ = announced.await;
+                }
+                service.announce(&spec, false).await;
+            });
         }
     }
 }

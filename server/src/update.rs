@@ -119,7 +119,12 @@ impl Update {
     /// Accepts `new` at `position`, encoding its event once. Positions from a broker carry
     /// their time (`major` is in milliseconds); in-memory ones are stamped now.
     pub fn accept(new: NewUpdate, position: Position) -> Result<Arc<Self>, EncodeError> {
-        let (wire, chunk) = framed(&encode(&new)?);
+        let event = encode(&new, true)?;
+        Ok(Self::with_event(new, position, &event))
+    }
+
+    fn with_event(new: NewUpdate, position: Position, event: &Bytes) -> Arc<Self> {
+        let (wire, chunk) = framed(event);
         let accepted_ms = if position.major > 0 {
             position.major
         } else {
@@ -129,7 +134,7 @@ impl Update {
                     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
                 })
         };
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             id: new.id.into_boxed_str(),
             topics: new.topics.into_iter().map(String::into_boxed_str).collect(),
             data: new.data.into_boxed_str(),
@@ -140,13 +145,16 @@ impl Update {
             accepted_ms,
             wire,
             chunk,
-        }))
+        })
     }
 
     /// An update that is delivered live but never stored (the hub's health notices): it
-    /// sorts after every stored update.
+    /// sorts after every stored update. Its event has no `id:` line, so a browser keeps the
+    /// id of the last stored update it read and resumes from there, not from an id the hub
+    /// never kept (which would replay the whole history).
     pub fn ephemeral(new: NewUpdate) -> Result<Arc<Self>, EncodeError> {
-        let mut update = Self::accept(new, Position::ZERO)?;
+        let event = encode(&new, false)?;
+        let mut update = Self::with_event(new, Position::ZERO, &event);
         if let Some(update) = Arc::get_mut(&mut update) {
             update.position = Position::MAX;
         }
@@ -196,8 +204,12 @@ impl PartialOrd for Update {
     }
 }
 
-fn encode(new: &NewUpdate) -> Result<Bytes, EncodeError> {
-    let mut event = EventBuilder::new().id(FieldValue::new(&new.id, "id")?);
+/// `new`'s event, with its `id:` line when `with_id`.
+fn encode(new: &NewUpdate, with_id: bool) -> Result<Bytes, EncodeError> {
+    let mut event = EventBuilder::new();
+    if with_id {
+        event = event.id(FieldValue::new(&new.id, "id")?);
+    }
     if let Some(kind) = &new.kind {
         event = event.name(FieldValue::new(kind, "type")?);
     }
@@ -248,6 +260,18 @@ mod tests {
         assert_eq!(long.wire.as_ptr(), long.chunk[5..].as_ptr());
         // An empty chunk would end the body: nothing is framed as nothing.
         assert!(Update::raw(Bytes::new()).chunk.is_empty());
+    }
+
+    #[test]
+    fn ephemeral_events_leave_the_browsers_last_id_alone() {
+        let mut notice = new("urn:uuid:notice", "{}");
+        notice.kind = Some("mercure".into());
+        let notice = Update::ephemeral(notice).expect("valid");
+        assert_eq!(notice.wire, "event: mercure\ndata: {}\n\n");
+        assert_eq!(notice.chunk, "19\r\nevent: mercure\ndata: {}\n\n\r\n");
+        assert_eq!(&*notice.id, "urn:uuid:notice");
+        assert_eq!(notice.position, Position::MAX);
+        assert!(notice.accepted_ms > 0, "stamped when it was made");
     }
 
     #[test]

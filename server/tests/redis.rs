@@ -123,6 +123,11 @@ async fn while_redis_is_down_publishing_answers_503_and_subscribers_stay() {
     .await;
     let mut plain = subscribe(&a, &[("match", "/t")], None).await;
     subscribers(&a, 2).await;
+    let stored = publish_on(&a, "/t", "before").await;
+    assert_eq!(stored.status(), 200);
+    let stored = stored.text().await.expect("id");
+    assert_eq!(next(&mut health).await.id, stored);
+    assert_eq!(next(&mut plain).await.id, stored);
 
     redis.kill().await;
     let refused = publish_on(&a, "/t", "lost?").await;
@@ -131,6 +136,9 @@ async fn while_redis_is_down_publishing_answers_503_and_subscribers_stay() {
     assert!(message.contains("Redis"), "{message}");
     let notice = next(&mut health).await;
     assert_eq!(notice.event, "mercure");
+    // A notice is never stored, so it carries no id: a browser that reconnects resumes
+    // after the last update it read, not from an id the hub does not know.
+    assert_eq!(notice.id, stored);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&notice.data).expect("json")["state"],
         "degraded"

@@ -13,6 +13,7 @@ use std::{
 use common::{eventually, mercure::*, RedisProcess, TestServer};
 use futures_util::StreamExt;
 use serde_json::json;
+use server::{broker::Broker, update::NewUpdate};
 
 async fn instance(redis: &RedisProcess) -> TestServer {
     start(&["--broker", &redis.url()]).await
@@ -264,4 +265,90 @@ async fn a_redis_crash_under_load_loses_no_acknowledged_update() {
         positions.windows(2).all(|w| w[0] < w[1]),
         "acknowledged updates arrived out of order"
     );
+}
+
+#[tokio::test]
+async fn updates_and_subscription_events_share_one_order_on_every_instance() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let token = subscriber_token(
+        &b,
+        json!([detail(&["subscribe"], json!([{ "match": "*" }]))]),
+    );
+    let mut everything = subscribe(&b, &[("match", "*")], Some(&token)).await;
+    subscribers(&b, 1).await;
+
+    // Updates and subscription events stored back to back, many in the same millisecond.
+    let Broker::Redis(broker) = &a.state.hub.broker else {
+        panic!("the instance uses Redis");
+    };
+    let mut published = Vec::new();
+    for n in 0..40 {
+        let topic = if n % 2 == 0 {
+            "/ordered".to_owned()
+        } else {
+            format!("/.well-known/mercure/subscriptions/exact/%2Fordered/urn:uuid:s{n}")
+        };
+        let update = NewUpdate {
+            id: format!("urn:uuid:ordered-{n}"),
+            topics: vec![topic],
+            data: n.to_string(),
+            kind: None,
+            retry: None,
+            private: n % 2 == 1,
+        };
+        broker.publish(&update).await.expect("stored");
+        published.push(update.id);
+    }
+
+    // In Redis: no id is used twice across the two streams, and the ids follow the order
+    // the entries were stored in.
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let mut stored: Vec<((u64, u64), String)> = Vec::new();
+    for key in ["pulse:updates", "pulse:presence"] {
+        let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await
+            .expect("XRANGE");
+        for (entry_id, fields) in entries {
+            let (ms, seq) = entry_id.split_once('-').expect("ms-seq");
+            let position = (ms.parse().expect("ms"), seq.parse().expect("seq"));
+            let update_id = fields
+                .iter()
+                .position(|field| field == "id")
+                .and_then(|at| fields.get(at + 1))
+                .expect("an id field")
+                .clone();
+            stored.push((position, update_id));
+        }
+    }
+    stored.sort();
+    let positions: Vec<_> = stored.iter().map(|(position, _)| *position).collect();
+    let mut unique = positions.clone();
+    unique.dedup();
+    assert_eq!(unique, positions, "an id used in both streams");
+    let in_redis: Vec<&String> = stored
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| published.contains(id))
+        .collect();
+    assert_eq!(in_redis, published.iter().collect::<Vec<_>>());
+
+    // The other instance hands them to its subscribers in that order.
+    let mut seen = Vec::new();
+    while seen.len() < published.len() {
+        let event = next(&mut everything).await;
+        if published.contains(&event.id) {
+            seen.push(event.id);
+        }
+    }
+    assert_eq!(seen, published);
 }

@@ -2,10 +2,12 @@
 //!
 //! Every accepted update is appended (`XADD`) to one stream, trimmed to about the history
 //! size; subscription events go to a second stream, so a crowd connecting cannot push
-//! updates out. Each instance reads both streams (`XREAD BLOCK`) from where it last was and
-//! hands every entry to its local hub, the publishing instance included: every instance sees
-//! the same updates, in the same order, at the same positions (the stream entry ids), so a
-//! subscriber can resume on any of them.
+//! updates out. The two streams share one order: a script gives each entry an id above the
+//! newest of both streams (time-based, like Redis's own), so ids never tie across them and
+//! follow the order Redis stored the entries in. Each instance reads both streams (`XREAD
+//! BLOCK`) from where it last was and hands every entry to its local hub in id order, the
+//! publishing instance included: every instance sees the same updates, in the same order,
+//! at the same positions (the entry ids), so a subscriber can resume on any of them.
 //!
 //! A publisher is answered once Redis has stored its update. When Redis is unreachable,
 //! publishing answers 503 (nothing is acknowledged that was not stored), subscribers stay
@@ -40,6 +42,32 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Entries read per `XREAD`.
 const BATCH: usize = 512;
+
+/// Appends an entry to stream `KEYS[1]` (trimmed to about `ARGV[1]` entries; the fields
+/// follow) with an id above the newest entry of both `KEYS[1]` and `KEYS[2]`: the server's
+/// time in milliseconds, or the newest id's time with the next sequence number when that is
+/// not below it. `XADD *` numbers each stream on its own, so an update and a subscription
+/// event stored in the same millisecond would both get `<ms>-0`, and positions compared
+/// across the streams would tie or run against the order they were stored in.
+const APPEND_SCRIPT: &str = r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local seq = 0
+for i = 1, 2 do
+  local newest = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)[1]
+  if newest then
+    local last_ms, last_seq = string.match(newest[1], '^(%d+)-(%d+)$')
+    last_ms = tonumber(last_ms)
+    last_seq = tonumber(last_seq)
+    if last_ms > ms or (last_ms == ms and last_seq >= seq) then
+      ms = last_ms
+      seq = last_seq + 1
+    end
+  end
+end
+local id = string.format('%.0f-%.0f', ms, seq)
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, unpack(ARGV, 2))
+";
 
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,18 +153,18 @@ impl RedisBroker {
 
     /// Stores `update`; returns once Redis has it.
     pub async fn publish(&self, update: &NewUpdate) -> Result<(), RedisError> {
-        let key = if is_presence(update) {
-            &self.presence_key
+        let (key, other) = if is_presence(update) {
+            (&self.presence_key, &self.updates_key)
         } else {
-            &self.updates_key
+            (&self.updates_key, &self.presence_key)
         };
-        let mut command = redis::cmd("XADD");
+        let mut command = redis::cmd("EVAL");
         command
+            .arg(APPEND_SCRIPT)
+            .arg(2)
             .arg(key)
-            .arg("MAXLEN")
-            .arg("~")
+            .arg(other)
             .arg(self.max_len)
-            .arg("*")
             .arg("id")
             .arg(&update.id)
             .arg("topics")
@@ -151,41 +179,43 @@ impl RedisBroker {
         if let Some(retry) = update.retry {
             command.arg("retry").arg(retry);
         }
-        let mut slot = self.publisher.lock().await;
-        let outages = self.outages.load(Relaxed);
-        if slot
-            .as_ref()
-            .is_some_and(|(_, opened_at)| *opened_at != outages)
-        {
-            *slot = None;
-        }
-        let (connection, _) = match slot.as_mut() {
-            Some(open) => open,
-            None => {
-                let connection = self
-                    .connect(Duration::ZERO)
-                    .await
-                    .inspect_err(|_| self.set_healthy(false))?;
-                slot.insert((connection, self.outages.load(Relaxed)))
-            }
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, command.query_async::<Value>(connection)).await
+        let mut connection = self.publishing_connection().await?;
+        let failure = match tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            command.query_async::<Value>(&mut connection),
+        )
+        .await
         {
             Ok(Ok(_)) => {
                 self.set_healthy(true);
-                Ok(())
+                return Ok(());
             }
-            Ok(Err(error)) => {
-                *slot = None;
-                self.set_healthy(false);
-                Err(RedisError::Unavailable(error.to_string()))
-            }
-            Err(_) => {
-                *slot = None;
-                self.set_healthy(false);
-                Err(RedisError::Unavailable("no answer within 2 s".into()))
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer within 2 s".to_owned(),
+        };
+        // The next publish opens a fresh connection.
+        *self.publisher.lock().await = None;
+        self.set_healthy(false);
+        Err(RedisError::Unavailable(failure))
+    }
+
+    /// The publishing connection, opened if there is none or it predates the last outage.
+    /// Only getting it is serialised: publishes share it, pipelined, rather than wait for
+    /// each other's round trips.
+    async fn publishing_connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        let mut slot = self.publisher.lock().await;
+        let outages = self.outages.load(Relaxed);
+        if let Some((connection, opened_at)) = slot.as_ref() {
+            if *opened_at == outages {
+                return Ok(connection.clone());
             }
         }
+        let connection = self
+            .connect(Duration::ZERO)
+            .await
+            .inspect_err(|_| self.set_healthy(false))?;
+        *slot = Some((connection.clone(), outages));
+        Ok(connection)
     }
 }
 
@@ -202,6 +232,13 @@ struct Cursors {
     presence: String,
 }
 
+/// One of the two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Updates,
+    Presence,
+}
+
 /// Reads both streams into the hub until shutdown, reconnecting with backoff.
 async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
     let mut cursors: Option<Cursors> = None;
@@ -209,7 +246,7 @@ async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = read_session(&broker, &mut cursors) => outcome,
+            outcome = read_session(&broker, &mut cursors, &mut backoff) => outcome,
         };
         if let Err(error) = outcome {
             broker.set_healthy(false);
@@ -220,24 +257,28 @@ async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
             () = tokio::time::sleep(jitter(backoff)) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
-        if broker.is_healthy() {
-            backoff = BACKOFF_MIN;
-        }
     }
 }
 
 /// One connection's worth of reading: loads the history the first time, then follows.
+/// `backoff` starts over once the session reads: the next outage is retried quickly again.
 async fn read_session(
     broker: &RedisBroker,
     cursors: &mut Option<Cursors>,
+    backoff: &mut Duration,
 ) -> Result<(), RedisError> {
     let mut connection = broker.connect(BLOCK).await?;
     if cursors.is_none() {
-        let updates = load_history(broker, &mut connection, &broker.updates_key).await?;
-        let presence = load_history(broker, &mut connection, &broker.presence_key).await?;
-        *cursors = Some(Cursors { updates, presence });
+        let (updates, presence) = load_history(broker, &mut connection).await?;
+        let mut loaded = Cursors {
+            updates: "0-0".to_owned(),
+            presence: "0-0".to_owned(),
+        };
+        hand_over(broker, &mut loaded, in_order(updates, presence, None));
+        *cursors = Some(loaded);
     }
     broker.set_healthy(true);
+    *backoff = BACKOFF_MIN;
     loop {
         let Some(current) = cursors.as_mut() else {
             return Ok(());
@@ -256,44 +297,97 @@ async fn read_session(
             .await
             .map_err(|error| RedisError::Unavailable(error.to_string()))?;
         broker.set_healthy(true);
+        let (mut updates, mut presence) = (Vec::new(), Vec::new());
         for (key, entries) in streams(reply) {
-            for (entry_id, fields) in entries {
-                let cursor = if key == broker.updates_key {
-                    &mut current.updates
-                } else {
-                    &mut current.presence
-                };
-                *cursor = entry_id.clone();
-                ingest(broker, &entry_id, fields);
+            if key == broker.updates_key {
+                updates = entries;
+            } else if key == broker.presence_key {
+                presence = entries;
             }
         }
+        hand_over(broker, current, in_order(updates, presence, Some(BATCH)));
     }
 }
 
-/// Loads the newest entries of `key` into the hub; returns the id to read after.
+/// Hands `entries` to the hub in their order, moving each one's stream cursor past it.
+fn hand_over(broker: &RedisBroker, cursors: &mut Cursors, entries: Vec<(Stream, Entry)>) {
+    for (stream, (entry_id, fields)) in entries {
+        let cursor = match stream {
+            Stream::Updates => &mut cursors.updates,
+            Stream::Presence => &mut cursors.presence,
+        };
+        cursor.clone_from(&entry_id);
+        ingest(broker, &entry_id, fields);
+    }
+}
+
+/// The entries of one read of both streams, merged in id order: the order Redis stored
+/// them in (see [`APPEND_SCRIPT`]), which every instance hands to its hub alike. When a
+/// stream's list is `batch` long (more may follow it), entries of the other stream past its
+/// last id wait for the next read: entries not read yet might come before them.
+fn in_order(
+    updates: Vec<Entry>,
+    presence: Vec<Entry>,
+    batch: Option<usize>,
+) -> Vec<(Stream, Entry)> {
+    let full_up_to = |entries: &[Entry]| {
+        batch
+            .filter(|batch| entries.len() >= *batch)
+            .and_then(|_| entries.last())
+            .and_then(|(id, _)| parse_entry_id(id))
+    };
+    let limit = match (full_up_to(&updates), full_up_to(&presence)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut merged: Vec<(Option<Position>, Stream, Entry)> = updates
+        .into_iter()
+        .map(|entry| (Stream::Updates, entry))
+        .chain(presence.into_iter().map(|entry| (Stream::Presence, entry)))
+        .map(|(stream, entry)| (parse_entry_id(&entry.0), stream, entry))
+        .filter(|(position, _, _)| match (position, limit) {
+            (Some(position), Some(limit)) => *position <= limit,
+            _ => true,
+        })
+        .collect();
+    // Stable: entries of one stream keep their order, whatever their ids.
+    merged.sort_by_key(|(position, _, _)| *position);
+    merged
+        .into_iter()
+        .map(|(_, stream, entry)| (stream, entry))
+        .collect()
+}
+
+/// The newest entries of both streams (up to the history size each), oldest first, read
+/// in one transaction: two reads apart could miss an entry stored between them that is
+/// older than what the second one saw.
 async fn load_history(
     broker: &RedisBroker,
     connection: &mut MultiplexedConnection,
-    key: &str,
-) -> Result<String, RedisError> {
-    let reply: Value = redis::cmd("XREVRANGE")
-        .arg(key)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(broker.max_len)
+) -> Result<(Vec<Entry>, Vec<Entry>), RedisError> {
+    let newest = |key: &str| {
+        let mut command = redis::cmd("XREVRANGE");
+        command
+            .arg(key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(broker.max_len);
+        command
+    };
+    let (updates, presence): (Value, Value) = redis::pipe()
+        .atomic()
+        .add_command(newest(&broker.updates_key))
+        .add_command(newest(&broker.presence_key))
         .query_async(connection)
         .await
         .map_err(|error| RedisError::Unavailable(error.to_string()))?;
-    let mut entries = entries(reply);
-    entries.reverse();
-    let last = entries
-        .last()
-        .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone());
-    for (entry_id, fields) in entries {
-        ingest(broker, &entry_id, fields);
-    }
-    Ok(last)
+    let oldest_first = |reply: Value| {
+        let mut entries = entries(reply);
+        entries.reverse();
+        entries
+    };
+    Ok((oldest_first(updates), oldest_first(presence)))
 }
 
 fn ingest(broker: &RedisBroker, entry_id: &str, fields: Vec<(String, String)>) {
@@ -488,6 +582,52 @@ mod tests {
             ("topics".into(), "not json".into())
         ])
         .is_none());
+    }
+
+    #[test]
+    fn both_streams_merge_in_id_order() {
+        let entry = |id: &str| (id.to_owned(), Vec::new());
+        let ids = |merged: Vec<(Stream, Entry)>| {
+            merged
+                .into_iter()
+                .map(|(stream, (id, _))| (stream, id))
+                .collect::<Vec<_>>()
+        };
+        let updates = vec![entry("5-0"), entry("5-2"), entry("7-0")];
+        let presence = vec![entry("5-1"), entry("6-0")];
+        assert_eq!(
+            ids(in_order(updates.clone(), presence.clone(), None)),
+            [
+                (Stream::Updates, "5-0".to_owned()),
+                (Stream::Presence, "5-1".to_owned()),
+                (Stream::Updates, "5-2".to_owned()),
+                (Stream::Presence, "6-0".to_owned()),
+                (Stream::Updates, "7-0".to_owned()),
+            ]
+        );
+        // A full list (3 here) may have more after it: the other stream's entries past its
+        // last id wait for the next read.
+        let full = vec![entry("5-0"), entry("5-2"), entry("5-3")];
+        assert_eq!(
+            ids(in_order(full.clone(), presence.clone(), Some(3))),
+            [
+                (Stream::Updates, "5-0".to_owned()),
+                (Stream::Presence, "5-1".to_owned()),
+                (Stream::Updates, "5-2".to_owned()),
+                (Stream::Updates, "5-3".to_owned()),
+            ]
+        );
+        assert_eq!(
+            ids(in_order(full, presence, Some(2))),
+            [
+                (Stream::Updates, "5-0".to_owned()),
+                (Stream::Presence, "5-1".to_owned()),
+                (Stream::Updates, "5-2".to_owned()),
+                (Stream::Updates, "5-3".to_owned()),
+            ],
+            "both lists full: up to the smaller of their last ids (5-3, not 6-0)"
+        );
+        assert!(in_order(Vec::new(), Vec::new(), Some(2)).is_empty());
     }
 
     #[test]

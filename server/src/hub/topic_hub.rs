@@ -111,14 +111,6 @@ struct Log {
 }
 
 impl Log {
-    fn ring(&self, update: &Update) -> &VecDeque<Arc<Update>> {
-        if is_presence(update) {
-            &self.presence
-        } else {
-            &self.updates
-        }
-    }
-
     fn newest(&self) -> Option<&Arc<Update>> {
         match (self.updates.back(), self.presence.back()) {
             (Some(a), Some(b)) => Some(if a.position >= b.position { a } else { b }),
@@ -248,21 +240,19 @@ impl TopicHub {
     }
 
     /// Accepts an update a broker already placed in its log at `position`; one at or before
-    /// the newest position seen is a repeat and is ignored (`None`).
+    /// the newest position seen (in either ring) is a repeat and is ignored (`None`).
+    /// Positions only grow in the log, which is what lets the fan-out skip, for a new
+    /// subscriber, exactly the updates its replay already had.
     pub fn ingest(
         &self,
         new: NewUpdate,
         position: Position,
     ) -> Result<Option<Arc<Update>>, EncodeError> {
         let mut log = self.log.lock();
-        let update = Update::accept(new, position)?;
-        if log
-            .ring(&update)
-            .back()
-            .is_some_and(|last| last.position >= position)
-        {
+        if log.newest().is_some_and(|last| last.position >= position) {
             return Ok(None);
         }
+        let update = Update::accept(new, position)?;
         self.append(&mut log, Arc::clone(&update));
         Ok(Some(update))
     }
@@ -878,6 +868,22 @@ mod tests {
             .expect("valid")
             .is_some());
         assert_eq!(hub.last_event_id(), "b");
+        // The two rings share one order: a subscription event at or before the newest
+        // update is a repeat too.
+        let presence = "/.well-known/mercure/subscriptions/exact/x/y";
+        assert!(hub
+            .ingest(update("p1", presence), at(2))
+            .expect("valid")
+            .is_none());
+        assert!(hub
+            .ingest(update("p1", presence), at(3))
+            .expect("valid")
+            .is_some());
+        assert!(hub
+            .ingest(update("c", "/a"), at(3))
+            .expect("valid")
+            .is_none());
+        assert_eq!(hub.last_event_id(), "p1");
     }
 
     #[tokio::test]

@@ -48,7 +48,8 @@ impl StreamMetrics {
         self.resumes.load(Relaxed)
     }
 
-    /// Streams that ended before their last event (the client left or the server stopped).
+    /// Streams that ended before their last event (the client left or the server stopped;
+    /// a hub stream has no last event, so each of its ends counts).
     pub fn disconnects(&self) -> u64 {
         self.disconnects.load(Relaxed)
     }
@@ -130,7 +131,7 @@ const FAMILIES: [Family; 5] = [
     Family {
         name: "pulse_stream_disconnects_total",
         kind: "counter",
-        help: "Event streams that ended before their last event.",
+        help: "Event streams that ended before their last event (hub streams have none: each end counts).",
         read: StreamMetrics::disconnects,
     },
 ];

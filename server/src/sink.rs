@@ -14,7 +14,6 @@
 
 use std::{
     collections::VecDeque,
-    future::poll_fn,
     io::{self, IoSlice},
     sync::Arc,
     task::{Context, Poll},
@@ -140,12 +139,15 @@ impl Sink {
         (Poll::Pending, direct)
     }
 
-    /// The next queued update (for tests and tools; streams use [`Sink::poll_take`]).
+    /// The next queued update (for tests; streams use [`Sink::poll_take`]).
+    #[cfg(test)]
     pub async fn recv(&self) -> Option<Arc<Update>> {
-        poll_fn(|cx| self.poll_take(cx).0).await
+        std::future::poll_fn(|cx| self.poll_take(cx).0).await
     }
 
-    /// The next queued update if there is one, without waiting.
+    /// The next queued update if there is one, without waiting (for tests: it leaves the
+    /// stream busy, as a task that took an update and has not written it).
+    #[cfg(test)]
     pub fn try_recv(&self) -> Option<Arc<Update>> {
         let mut state = self.state.lock();
         let update = state.queue.pop_front();

@@ -178,18 +178,6 @@ impl Update {
             chunk,
         })
     }
-
-    /// The update as a publisher described it (to store it elsewhere, say).
-    pub fn to_new(&self) -> NewUpdate {
-        NewUpdate {
-            id: self.id.to_string(),
-            topics: self.topics.iter().map(ToString::to_string).collect(),
-            data: self.data.to_string(),
-            kind: self.kind.as_deref().map(str::to_owned),
-            retry: self.retry,
-            private: self.private,
-        }
-    }
 }
 
 impl PartialEq for Update {
@@ -289,12 +277,5 @@ mod tests {
         assert!(a < b);
         assert!(Position::seq(3) < Position::seq(4));
         assert_eq!(Position { major: 5, minor: 1 }.to_string(), "5-1");
-    }
-
-    #[test]
-    fn round_trips_to_a_new_update() {
-        let original = new("id-1", "payload");
-        let accepted = Update::accept(original.clone(), Position::seq(1)).expect("valid");
-        assert_eq!(accepted.to_new(), original);
     }
 }

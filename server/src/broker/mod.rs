@@ -37,12 +37,4 @@ impl Broker {
             }
         }
     }
-
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Memory(_) => "memory",
-            Self::Redis(_) => "redis",
-        }
-    }
 }

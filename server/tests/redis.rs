@@ -352,3 +352,28 @@ async fn updates_and_subscription_events_share_one_order_on_every_instance() {
     }
     assert_eq!(seen, published);
 }
+
+#[tokio::test]
+async fn a_new_instance_finds_a_resumed_id_in_the_history_it_loads() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let response = publish_on(&a, "/loaded", &n.to_string()).await;
+        assert_eq!(response.status(), 200);
+        ids.push(response.text().await.expect("id"));
+    }
+    // A subscriber resuming on an instance that has only just started gets what follows
+    // its id, not the whole history as if it were new.
+    let b = instance(&redis).await;
+    let response = subscribe_request(&b, &[("match", "/loaded")], None, Some(&ids[25])).await;
+    assert_eq!(
+        response.headers()["mercure-last-event-id"],
+        ids[25].as_str()
+    );
+    let mut resumed = events(response);
+    for id in &ids[26..] {
+        assert_eq!(&next(&mut resumed).await.id, id);
+    }
+    nothing_within(&mut resumed, Duration::from_millis(300)).await;
+}

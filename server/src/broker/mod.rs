@@ -37,4 +37,12 @@ impl Broker {
             }
         }
     }
+
+    /// Returns once the hub holds the stored history (at once in memory; with Redis, after
+    /// the first attempt to load it), so that a new subscriber's cursor is looked up in it.
+    pub async fn history_loaded(&self) {
+        if let Self::Redis(redis) = self {
+            redis.history_loaded().await;
+        }
+    }
 }

@@ -25,7 +25,7 @@ use std::{
 };
 
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -89,6 +89,8 @@ pub struct RedisBroker {
     healthy: AtomicBool,
     /// How many times Redis became unreachable.
     outages: AtomicU64,
+    /// Whether the reader has tried once to load the history.
+    loaded: watch::Sender<bool>,
     hub: Arc<TopicHub>,
 }
 
@@ -114,10 +116,20 @@ impl RedisBroker {
             publisher: Mutex::new(None),
             healthy: AtomicBool::new(true),
             outages: AtomicU64::new(0),
+            loaded: watch::Sender::new(false),
             hub,
         });
         tokio::spawn(read_forever(Arc::clone(&broker), shutdown));
         Ok(broker)
+    }
+
+    /// Returns once the reader has tried to load the history (done, or Redis did not
+    /// answer): until then a subscriber's `Last-Event-ID` could not be found, and the
+    /// history would reach it afterwards as if it were new.
+    pub async fn history_loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        // The reader lives as long as the broker; it can only be gone at shutdown.
+        let _ = loaded.wait_for(|loaded| *loaded).await;
     }
 
     /// Whether Redis answered the last command.
@@ -248,6 +260,9 @@ async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             outcome = read_session(&broker, &mut cursors, &mut backoff) => outcome,
         };
+        // Loaded, or Redis is down: subscribers wait no longer (while it is down they get
+        // the history when it returns, as the reader does).
+        broker.loaded.send_replace(true);
         if let Err(error) = outcome {
             broker.set_healthy(false);
             tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Redis reader lost its connection");
@@ -276,6 +291,7 @@ async fn read_session(
         };
         hand_over(broker, &mut loaded, in_order(updates, presence, None));
         *cursors = Some(loaded);
+        broker.loaded.send_replace(true);
     }
     broker.set_healthy(true);
     *backoff = BACKOFF_MIN;

@@ -279,6 +279,7 @@ async fn subscribe(
         grants: grants.map(Arc::new),
     };
     let cursor = request.cursor.clone().unwrap_or(Cursor::Live);
+    service.broker.history_loaded().await;
     let subscription = service.hub.subscribe(spec, &cursor);
     // Announced by a task of its own: the stream starts without waiting for the broker, and
     // a client that leaves meanwhile still gets its `active` event, then its `inactive` one.

@@ -40,7 +40,10 @@ pub struct Sink {
 
 #[derive(Default)]
 struct State {
+    /// A replay's updates first (see [`Sink::preload`]), then the updates queued live.
     queue: VecDeque<Arc<Update>>,
+    /// How many at the front of `queue` are the replay's (not counted against the capacity).
+    replay: usize,
     /// No more updates will come (the subscriber was cut off or removed).
     closed: bool,
     /// The socket, while the stream is served on the fast path and its head is written.
@@ -106,13 +109,29 @@ impl Sink {
                 }
             }
         }
-        if state.queue.len() >= self.capacity {
+        if state.queue.len() - state.replay >= self.capacity {
             return Delivery::Full;
         }
         state.queue.push_back(Arc::clone(update));
         drop(state);
         self.task.wake();
         Delivery::Queued
+    }
+
+    /// Puts `replay` (the updates a subscriber missed) before anything queued, however many
+    /// there are: the stream's task sends them first, and while any is left the fan-out
+    /// queues rather than writes to the socket, so no live update overtakes them.
+    pub fn preload(&self, replay: Vec<Arc<Update>>) {
+        if replay.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.replay += replay.len();
+        for update in replay.into_iter().rev() {
+            state.queue.push_front(update);
+        }
+        drop(state);
+        self.task.wake();
     }
 
     /// No more updates: the stream ends after what is queued.
@@ -128,6 +147,7 @@ impl Sink {
         let mut state = self.state.lock();
         let direct = std::mem::take(&mut state.direct);
         if let Some(update) = state.queue.pop_front() {
+            state.replay = state.replay.saturating_sub(1);
             state.busy = true;
             return (Poll::Ready(Some(update)), direct);
         }
@@ -152,6 +172,7 @@ impl Sink {
         let mut state = self.state.lock();
         let update = state.queue.pop_front();
         if update.is_some() {
+            state.replay = state.replay.saturating_sub(1);
             state.busy = true;
         }
         update
@@ -288,4 +309,61 @@ pub fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u
         }
     }
     Ok(Some(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A connected pair: the server's side (for the sink) and the client's.
+    async fn connected() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (Arc::new(server), client)
+    }
+
+    fn event(n: u32) -> Arc<Update> {
+        Update::raw(Bytes::from(format!("data: {n}\n\n")))
+    }
+
+    /// What the stream's task takes next, written at once.
+    fn take(sink: &Sink) -> Option<Bytes> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match sink.poll_take(&mut cx).0 {
+            Poll::Ready(Some(update)) => {
+                sink.written();
+                Some(update.wire.clone())
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_goes_out_before_any_live_update_whatever_the_capacity() {
+        let (socket, _client) = connected().await;
+        let sink = Sink::new(2);
+        sink.preload((1..=5).map(event).collect());
+        // The stream's first write (its head) attaches the socket.
+        sink.write(Some(&socket), || Ok(None)).expect("attached");
+        // While any of the replay is left, live updates queue behind it rather than go
+        // straight to the socket, and the replay does not count against the capacity.
+        assert_eq!(sink.deliver(&event(6), true), Delivery::Queued);
+        assert_eq!(sink.deliver(&event(7), true), Delivery::Queued);
+        assert_eq!(sink.deliver(&event(8), true), Delivery::Full);
+        for n in 1..=7 {
+            assert_eq!(take(&sink), Some(event(n).wire.clone()), "event {n}");
+        }
+        assert_eq!(take(&sink), None);
+        // Idle again: a live update goes straight to the socket.
+        assert_eq!(sink.deliver(&event(9), true), Delivery::Written);
+    }
 }

@@ -350,3 +350,54 @@ async fn the_fan_outs_direct_writes_count_in_the_metrics_at_once() {
     );
     assert_eq!(metrics.open(), 1);
 }
+
+/// A replay longer than one write goes out whole before any live update, while the
+/// subscriber's socket fills up and updates keep coming.
+#[tokio::test]
+async fn a_long_replay_is_never_overtaken_by_live_updates() {
+    let server = start(&["--subscriber-queue", "1000", "--stall-timeout", "20s"]).await;
+    let payload = "r".repeat(6 * 1024);
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let data = format!("n={n};{payload}");
+        ids.push(publish_ok(&server, &[("topic", "/replay"), ("data", &data)]).await);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8192).expect("small buffer");
+    let mut slow = socket.connect(server.addr).await.expect("connect");
+    slow.write_all(
+        format!(
+            "GET /.well-known/mercure?match=%2Freplay&last_event_id=earliest HTTP/1.1\r\n\
+             Host: x\r\n{ACCEPT}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
+    assert!(contains(&greeting, b":\n\n"));
+    let mut body = body_after_head(&greeting);
+    for n in 40..80 {
+        let data = format!("n={n};{payload}");
+        ids.push(publish_ok(&server, &[("topic", "/replay"), ("data", &data)]).await);
+        if n % 8 == 7 {
+            // Read a little now and then: the socket drains while updates keep coming.
+            read_into(&mut slow, &mut body, b"\n\n").await;
+        }
+    }
+    let last = ids.last().expect("ids").clone();
+    let mut decoded = dechunk_prefix(&body);
+    while !decoded.ends_with(b"\n\n") || !contains(&decoded, last.as_bytes()) {
+        read_into(&mut slow, &mut body, b"\r\n").await;
+        decoded = dechunk_prefix(&body);
+    }
+    let text = String::from_utf8(decoded).expect("utf-8");
+    let seen: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("id: ")))
+        .collect();
+    assert_eq!(
+        seen, ids,
+        "the replay (40) then the live updates (40), in order"
+    );
+}

@@ -128,7 +128,8 @@ impl RedisBroker {
     /// history would reach it afterwards as if it were new.
     pub async fn history_loaded(&self) {
         let mut loaded = self.loaded.subscribe();
-        // The reader lives as long as the broker; it can only be gone at shutdown.
+        // The sender lives as long as the broker, and the reader sets the flag however it
+        // ends (see `read_forever`), so this cannot wait forever.
         let _ = loaded.wait_for(|loaded| *loaded).await;
     }
 
@@ -253,6 +254,8 @@ enum Stream {
 
 /// Reads both streams into the hub until shutdown, reconnecting with backoff.
 async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
+    // However the reader ends (shutdown, a panic), subscribers stop waiting for the history.
+    let _loaded = MarkLoaded(&broker.loaded);
     let mut cursors: Option<Cursors> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -275,8 +278,17 @@ async fn read_forever(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
     }
 }
 
+/// Sets the `loaded` flag when dropped.
+struct MarkLoaded<'a>(&'a watch::Sender<bool>);
+
+impl Drop for MarkLoaded<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// One connection's worth of reading: loads the history the first time, then follows.
-/// `backoff` starts over once the session reads: the next outage is retried quickly again.
+/// `backoff` starts over once a read succeeds: the next outage is retried quickly again.
 async fn read_session(
     broker: &RedisBroker,
     cursors: &mut Option<Cursors>,
@@ -294,7 +306,6 @@ async fn read_session(
         broker.loaded.send_replace(true);
     }
     broker.set_healthy(true);
-    *backoff = BACKOFF_MIN;
     loop {
         let Some(current) = cursors.as_mut() else {
             return Ok(());
@@ -313,6 +324,7 @@ async fn read_session(
             .await
             .map_err(|error| RedisError::Unavailable(error.to_string()))?;
         broker.set_healthy(true);
+        *backoff = BACKOFF_MIN;
         let (mut updates, mut presence) = (Vec::new(), Vec::new());
         for (key, entries) in streams(reply) {
             if key == broker.updates_key {

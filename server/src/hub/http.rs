@@ -39,7 +39,6 @@ use crate::{
     metrics::StreamTracker,
     sink::Direct,
     sse::{self, SseBody},
-    update::Update,
     AppState,
 };
 
@@ -324,9 +323,6 @@ async fn subscribe(
 struct HubStream {
     /// The first comment is still to be sent.
     greeting: bool,
-    /// The replay's updates still to be sent, shared with the history (the body joins
-    /// them into writes of up to 16 KiB, so nothing is copied per subscriber first).
-    replay: std::vec::IntoIter<Arc<Update>>,
     subscription: Option<Subscription>,
     expiry: Option<Pin<Box<Sleep>>>,
     tracker: StreamTracker,
@@ -339,12 +335,15 @@ impl HubStream {
     fn new(
         mut subscription: Subscription,
         expires_at: Option<u64>,
-        mut tracker: StreamTracker,
+        tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
     ) -> Self {
-        let replay = std::mem::take(&mut subscription.replay);
-        tracker.sent(replay.len() as u64);
+        // The replay goes first through the queue, shared with the history (the body joins
+        // updates into writes of up to 16 KiB, so nothing is copied per subscriber first).
+        subscription
+            .queue
+            .preload(std::mem::take(&mut subscription.replay));
         let expiry = expires_at.map(|at| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -355,7 +354,6 @@ impl HubStream {
         });
         Self {
             greeting: true,
-            replay: replay.into_iter(),
             subscription: Some(subscription),
             expiry,
             tracker,
@@ -373,13 +371,6 @@ impl Stream for HubStream {
         if std::mem::take(&mut this.greeting) {
             return Poll::Ready(Some(Bytes::from_static(b":\n\n")));
         }
-        if let Some(update) = this.replay.next() {
-            if this.replay.len() == 0 {
-                // Let the replay's list go now rather than with the stream.
-                this.replay = Vec::new().into_iter();
-            }
-            return Poll::Ready(Some(update.wire.clone()));
-        }
         if let Some(expiry) = &mut this.expiry {
             if expiry.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
@@ -388,20 +379,18 @@ impl Stream for HubStream {
         let Some(subscription) = &mut this.subscription else {
             return Poll::Ready(None);
         };
-        loop {
-            let (next, direct) = subscription.queue.poll_take(cx);
-            // Updates the fan-out wrote straight to the socket count as sent too (the
-            // fan-out already added them to the metrics).
-            this.tracker.sent_directly(direct);
-            match next {
-                Poll::Ready(Some(update)) if update.position <= subscription.after => continue,
-                Poll::Ready(Some(update)) => {
-                    this.tracker.sent(1);
-                    return Poll::Ready(Some(update.wire.clone()));
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+        // The replay, then live updates (the fan-out leaves out those the replay had).
+        let (next, direct) = subscription.queue.poll_take(cx);
+        // Updates the fan-out wrote straight to the socket count as sent too (the fan-out
+        // already added them to the metrics).
+        this.tracker.sent_directly(direct);
+        match next {
+            Poll::Ready(Some(update)) => {
+                this.tracker.sent(1);
+                Poll::Ready(Some(update.wire.clone()))
             }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -444,8 +444,8 @@ fn fanout_section(results: &Results, prefix: &str, out: &mut String) {
         out,
         "## Fan-out: a fixed crowd, a rising publish rate\n\n\
          Each step opens the crowd (as above), publishes for {} s at the rate, and stops; a \
-         series stops \
-         at the first step that falls behind.\n",
+         series stops at the first step that falls behind (a goal's point, 1,000 × 100/s, is \
+         measured anyway).\n",
         profile.fanout_hold_s
     );
     chart(out, prefix, "fanout-latency");

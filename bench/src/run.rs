@@ -197,14 +197,31 @@ pub fn run(options: &Options, stop: &StopFlag) -> Result<(Results, PathBuf)> {
                     record.behind = behind;
                     results.runs.push(record);
                     if behind != Some(false) {
-                        let skipped = series.rates.len() - step - 1;
+                        let goal = profile.goal_rate_after_stop(series, step);
+                        let skipped = series.rates.len() - step - 1 - usize::from(goal.is_some());
                         runner.progress.planned = runner.progress.planned.saturating_sub(skipped);
                         if skipped > 0 {
                             runner.progress.say(&format!(
-                                "       {} fell behind at {rate}/s with {} subscribers: {skipped} faster step(s) not run",
+                                "       {} fell behind at {rate}/s with {} subscribers: {skipped} faster step(s) not run{}",
                                 target.label(),
-                                thousands(series.subscribers as u64)
+                                thousands(series.subscribers as u64),
+                                goal.map(|goal| format!(" ({goal}/s, the goal's point, is)"))
+                                    .unwrap_or_default()
                             ));
+                        }
+                        if let Some(goal) = goal {
+                            if let Some(mut record) = runner.publish_step(
+                                Scenario::Fanout,
+                                target,
+                                series.subscribers,
+                                goal,
+                                profile.fanout_hold_s,
+                                None,
+                            ) {
+                                record.behind =
+                                    record.figures.as_ref().map(|f| profile.ends_series(f));
+                                results.runs.push(record);
+                            }
                         }
                         break;
                     }

@@ -251,6 +251,17 @@ impl Profile {
             || self.behind(figures.delivered_ratio, figures.latency.p99_us)
     }
 
+    /// The goal's point (CPU per event, p99 < 20 ms) when `series` stopped at step
+    /// `stopped` before reaching it: it is run anyway, so that every target has a figure
+    /// there (a server that fell behind at a slower rate is measured at the goal's rate
+    /// too, behind or not).
+    pub fn goal_rate_after_stop(&self, series: &FanoutSeries, stopped: usize) -> Option<f64> {
+        let rate = self.points.cpu_rate;
+        (series.subscribers == self.points.cpu_subscribers
+            && series.rates.iter().skip(stopped + 1).any(|r| *r == rate))
+        .then_some(rate)
+    }
+
     /// loadgen runs planned (fan-out series counted in full), for the progress display.
     pub fn planned_runs(&self) -> usize {
         let targets = self.targets.len();
@@ -358,6 +369,23 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_that_stops_early_still_measures_the_goals_point() {
+        let full = Profile::full();
+        let crowd = full.fanout[0].clone();
+        assert_eq!(crowd.subscribers, full.points.cpu_subscribers);
+        // Behind at 50/s (step 0): 100/s is the goal's point, run anyway.
+        assert_eq!(
+            full.goal_rate_after_stop(&crowd, 0),
+            Some(full.points.cpu_rate)
+        );
+        // Behind at 100/s or later: the goal's point was already measured.
+        assert_eq!(full.goal_rate_after_stop(&crowd, 1), None);
+        assert_eq!(full.goal_rate_after_stop(&crowd, 3), None);
+        // Other crowds have no such point.
+        assert_eq!(full.goal_rate_after_stop(&full.fanout[1], 0), None);
+    }
 
     #[test]
     fn the_full_profile_is_the_issues_scenarios() {

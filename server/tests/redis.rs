@@ -377,3 +377,41 @@ async fn a_new_instance_finds_a_resumed_id_in_the_history_it_loads() {
     }
     nothing_within(&mut resumed, Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_refusal_from_redis_answers_503_without_turning_the_hub_degraded() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let config = |name: &'static str, value: &'static str| {
+        let mut command = redis::cmd("CONFIG");
+        command.arg("SET").arg(name).arg(value);
+        command
+    };
+    let _: () = config("maxmemory-policy", "noeviction")
+        .query_async(&mut admin)
+        .await
+        .expect("policy");
+    // Out of memory: Redis is up and answers, but refuses every write.
+    let _: () = config("maxmemory", "1")
+        .query_async(&mut admin)
+        .await
+        .expect("limit");
+    let refused = publish_on(&a, "/full", "too much").await;
+    assert_eq!(refused.status(), 503);
+    let message = refused.text().await.expect("body");
+    assert!(message.contains("refused"), "{message}");
+    assert!(
+        !a.state.hub.hub.is_degraded(),
+        "Redis answered: pages are not told it is unreachable"
+    );
+    let _: () = config("maxmemory", "0")
+        .query_async(&mut admin)
+        .await
+        .expect("no limit");
+    assert_eq!(publish_on(&a, "/full", "fits").await.status(), 200);
+}

@@ -74,6 +74,8 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, unpack(ARGV, 2))
 pub enum RedisError {
     #[error("the update store (Redis) is unavailable: {0}")]
     Unavailable(String),
+    #[error("the update store (Redis) refused the update: {0}")]
+    Refused(String),
     #[error("invalid Redis URL {url:?}: {reason}")]
     Url { url: String, reason: String },
 }
@@ -203,6 +205,12 @@ impl RedisBroker {
                 self.set_healthy(true);
                 return Ok(());
             }
+            // Redis answered, and refused (out of memory, a read-only replica, no
+            // permission…): it is reachable, so the hub does not turn degraded for it (the
+            // reader's next read would turn it back, and pages would flicker).
+            Ok(Err(error)) if is_refusal(&error) => {
+                return Err(RedisError::Refused(error.to_string()));
+            }
             Ok(Err(error)) => error.to_string(),
             Err(_) => "no answer within 2 s".to_owned(),
         };
@@ -229,6 +237,25 @@ impl RedisBroker {
             .inspect_err(|_| self.set_healthy(false))?;
         *slot = Some((connection.clone(), outages));
         Ok(connection)
+    }
+}
+
+/// Whether `error` is Redis refusing a command it received (an error reply, such as `OOM`,
+/// `READONLY` or `NOPERM`), rather than Redis being unreachable or not ready (still loading
+/// its data, no primary, a cluster that is down).
+fn is_refusal(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match error.kind() {
+        // An error reply with a code the client library does not name (`OOM`, say).
+        ErrorKind::Extension => true,
+        ErrorKind::Server(kind) => !matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::TryAgain
+        ),
+        _ => false,
     }
 }
 

@@ -319,18 +319,6 @@ mod tests {
 
     use super::*;
 
-    /// A connected pair: the server's side (for the sink) and the client's.
-    async fn connected() -> (Arc<TcpStream>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("address"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (Arc::new(server), client)
-    }
-
     fn event(n: u32) -> Arc<Update> {
         Update::raw(Bytes::from(format!("data: {n}\n\n")))
     }
@@ -349,7 +337,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_goes_out_before_any_live_update_whatever_the_capacity() {
-        let (socket, _client) = connected().await;
+        let (_client, socket) = crate::stream_conn::tests::connected().await;
+        let socket = Arc::new(socket);
         let sink = Sink::new(2);
         sink.preload((1..=5).map(event).collect());
         // The stream's first write (its head) attaches the socket.

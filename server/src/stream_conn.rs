@@ -445,7 +445,7 @@ fn response_head(parts: http::response::Parts, known_length: bool) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
@@ -455,7 +455,7 @@ mod tests {
     }
 
     /// Both ends of a loopback connection: the client's, and the server's.
-    async fn connected() -> (TcpStream, TcpStream) {
+    pub(crate) async fn connected() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -249,25 +249,44 @@ async fn read_into(stream: &mut tokio::net::TcpStream, body: &mut Vec<u8>, needl
     }
 }
 
+/// A hub subscriber (`query`) whose small receive buffer fills after a few updates, once
+/// its first comment is in; returns it with the body read so far.
+async fn slow_subscriber(server: &TestServer, query: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8192).expect("small buffer");
+    let mut slow = socket.connect(server.addr).await.expect("connect");
+    slow.write_all(
+        format!("GET /.well-known/mercure?{query} HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\n").as_bytes(),
+    )
+    .await
+    .expect("send");
+    let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
+    assert!(contains(&greeting, b":\n\n"));
+    (slow, body_after_head(&greeting))
+}
+
+/// Reads into `body` until the event with `last_id` is complete; returns the events so far,
+/// decoded from their chunks.
+async fn read_through(
+    stream: &mut tokio::net::TcpStream,
+    body: &mut Vec<u8>,
+    last_id: &str,
+) -> String {
+    let mut decoded = dechunk_prefix(body);
+    while !decoded.ends_with(b"\n\n") || !contains(&decoded, last_id.as_bytes()) {
+        read_into(stream, body, b"\r\n").await;
+        decoded = dechunk_prefix(body);
+    }
+    String::from_utf8(decoded).expect("utf-8")
+}
+
 /// Updates go straight from the fan-out to an idle subscriber's socket; when that socket is
 /// full they queue, and the end of a cut-short write goes first. Whatever the mix, every
 /// update arrives once, whole, in order, in valid chunks.
 #[tokio::test]
 async fn direct_and_queued_writes_never_reorder_or_interleave() {
     let server = start(&["--subscriber-queue", "1000", "--stall-timeout", "20s"]).await;
-    // A small receive buffer makes the socket fill up after a few updates.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(8192).expect("small buffer");
-    let mut slow = socket.connect(server.addr).await.expect("connect");
-    slow.write_all(
-        format!("GET /.well-known/mercure?match=%2Forder HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\n")
-            .as_bytes(),
-    )
-    .await
-    .expect("send");
-    let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
-    assert!(contains(&greeting, b":\n\n"));
-    let mut body = body_after_head(&greeting);
+    let (mut slow, mut body) = slow_subscriber(&server, "match=%2Forder").await;
 
     // Sizes from a few bytes to 60 KiB, 9 MB in all: more than the kernel buffers hold, so
     // some updates fit in the socket whole and some are cut short.
@@ -281,14 +300,8 @@ async fn direct_and_queued_writes_never_reorder_or_interleave() {
             read_into(&mut slow, &mut body, ids[n].as_bytes()).await;
         }
     }
-    let last = ids.last().expect("ids").clone();
     // The last round of the loop read up to the last id; the rest of its event follows.
-    let mut decoded = dechunk_prefix(&body);
-    while !decoded.ends_with(b"\n\n") || !contains(&decoded, last.as_bytes()) {
-        read_into(&mut slow, &mut body, b"\r\n").await;
-        decoded = dechunk_prefix(&body);
-    }
-    let text = String::from_utf8(decoded).expect("utf-8");
+    let text = read_through(&mut slow, &mut body, ids.last().expect("ids")).await;
     let events: Vec<&str> = text
         .split("\n\n")
         .filter(|event| event.contains("id: "))
@@ -362,21 +375,8 @@ async fn a_long_replay_is_never_overtaken_by_live_updates() {
         let data = format!("n={n};{payload}");
         ids.push(publish_ok(&server, &[("topic", "/replay"), ("data", &data)]).await);
     }
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(8192).expect("small buffer");
-    let mut slow = socket.connect(server.addr).await.expect("connect");
-    slow.write_all(
-        format!(
-            "GET /.well-known/mercure?match=%2Freplay&last_event_id=earliest HTTP/1.1\r\n\
-             Host: x\r\n{ACCEPT}\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("send");
-    let greeting = read_until(&mut slow, b":\n\n", Duration::from_secs(5)).await;
-    assert!(contains(&greeting, b":\n\n"));
-    let mut body = body_after_head(&greeting);
+    let (mut slow, mut body) =
+        slow_subscriber(&server, "match=%2Freplay&last_event_id=earliest").await;
     for n in 40..80 {
         let data = format!("n={n};{payload}");
         ids.push(publish_ok(&server, &[("topic", "/replay"), ("data", &data)]).await);
@@ -385,13 +385,7 @@ async fn a_long_replay_is_never_overtaken_by_live_updates() {
             read_into(&mut slow, &mut body, b"\n\n").await;
         }
     }
-    let last = ids.last().expect("ids").clone();
-    let mut decoded = dechunk_prefix(&body);
-    while !decoded.ends_with(b"\n\n") || !contains(&decoded, last.as_bytes()) {
-        read_into(&mut slow, &mut body, b"\r\n").await;
-        decoded = dechunk_prefix(&body);
-    }
-    let text = String::from_utf8(decoded).expect("utf-8");
+    let text = read_through(&mut slow, &mut body, ids.last().expect("ids")).await;
     let seen: Vec<&str> = text
         .split("\n\n")
         .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("id: ")))

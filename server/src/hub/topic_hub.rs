@@ -854,35 +854,22 @@ mod tests {
     #[tokio::test]
     async fn ingest_ignores_positions_already_seen() {
         let hub = hub(10, 10);
-        let at = |minor| Position { major: 5, minor };
-        assert!(hub
-            .ingest(update("a", "/a"), at(1))
-            .expect("valid")
-            .is_some());
-        assert!(hub
-            .ingest(update("a", "/a"), at(1))
-            .expect("valid")
-            .is_none());
-        assert!(hub
-            .ingest(update("b", "/a"), at(2))
-            .expect("valid")
-            .is_some());
+        // Whether the hub took the update `id` on `topic` at position 5-`minor`.
+        let taken = |id: &str, topic: &str, minor| {
+            hub.ingest(update(id, topic), Position { major: 5, minor })
+                .expect("valid")
+                .is_some()
+        };
+        assert!(taken("a", "/a", 1));
+        assert!(!taken("a", "/a", 1));
+        assert!(taken("b", "/a", 2));
         assert_eq!(hub.last_event_id(), "b");
         // The two rings share one order: a subscription event at or before the newest
-        // update is a repeat too.
+        // update is a repeat too, and so is an update at or before the newest of those.
         let presence = "/.well-known/mercure/subscriptions/exact/x/y";
-        assert!(hub
-            .ingest(update("p1", presence), at(2))
-            .expect("valid")
-            .is_none());
-        assert!(hub
-            .ingest(update("p1", presence), at(3))
-            .expect("valid")
-            .is_some());
-        assert!(hub
-            .ingest(update("c", "/a"), at(3))
-            .expect("valid")
-            .is_none());
+        assert!(!taken("p1", presence, 2));
+        assert!(taken("p1", presence, 3));
+        assert!(!taken("c", "/a", 3));
         assert_eq!(hub.last_event_id(), "p1");
     }
 

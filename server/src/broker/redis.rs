@@ -260,10 +260,7 @@ fn is_refusal(error: &redis::RedisError) -> bool {
 }
 
 fn is_presence(update: &NewUpdate) -> bool {
-    update
-        .topics
-        .first()
-        .is_some_and(|topic| topic.starts_with(crate::hub::subscriptions::SUBSCRIPTIONS_PATH))
+    crate::hub::subscriptions::is_event(&update.topics)
 }
 
 /// Where the reader is in each stream.

@@ -143,10 +143,7 @@ impl Log {
 
 /// Whether `update` is one of the hub's subscription events.
 fn is_presence(update: &Update) -> bool {
-    update
-        .topics
-        .first()
-        .is_some_and(|topic| topic.starts_with(super::subscriptions::SUBSCRIPTIONS_PATH))
+    super::subscriptions::is_event(&update.topics)
 }
 
 /// The hub: history, subscribers and fan-out.
@@ -172,7 +169,6 @@ pub struct Subscription {
     pub spec: Arc<SubscriberSpec>,
     pub replay: Vec<Arc<Update>>,
     pub cursor: CursorFound,
-    pub after: Position,
     pub queue: Arc<Sink>,
     registration: Registration,
 }
@@ -381,7 +377,6 @@ impl TopicHub {
             spec,
             replay,
             cursor: found,
-            after,
             queue,
             registration: Registration {
                 hub: Arc::clone(self),

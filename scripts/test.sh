@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-export PATH="$HOME/.cargo/bin:$PATH"
+# nginx (for the reverse-proxy test) lives in /usr/sbin, off a normal user's PATH.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH:/usr/sbin"
+target_dir=${CARGO_TARGET_DIR:-target}
 
 step() { printf '\n\033[1;34m==>\033[0m %s\n' "$*"; }
 
@@ -34,15 +36,15 @@ cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
 step "Rust tests"
 cargo test --locked -p app -p server -p loadgen -p bench
 # The test executables (extensionless files in deps/) are not part of any later build.
-free_disk "test executables" $(find target/debug/deps -maxdepth 1 -type f -perm -u+x ! -name '*.*')
+free_disk "test executables" $(find "$target_dir/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*')
 
 for profile in debug release; do
   step "Build ($profile)"
   if [[ $profile == release ]]; then cargo leptos build --release; else cargo leptos build; fi
   step "Playwright against the $profile build"
-  (cd end2end && PULSE_SERVER_BIN="../target/$profile/server" PULSE_PROFILE=$profile npx playwright test)
+  (cd end2end && PULSE_SERVER_BIN="$(realpath "$target_dir/$profile/server")" PULSE_PROFILE=$profile npx playwright test)
   if [[ $profile == debug ]]; then
-    free_disk "the debug builds" target/debug target/wasm32-unknown-unknown target/front/wasm32-unknown-unknown/debug
+    free_disk "the debug builds" "$target_dir/debug" "$target_dir/wasm32-unknown-unknown" "$target_dir/front/wasm32-unknown-unknown/debug"
   fi
 done
 

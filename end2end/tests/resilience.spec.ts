@@ -33,6 +33,39 @@ test('the page carries on after a server restart, with nothing lost or repeated'
   await restarted.stop();
 });
 
+test('when a proxy refuses the reconnect, the page tries again later and resumes where it was', async ({ page }) => {
+  const server = await PulseServer.start({
+    args: ['--stream-count', '20', '--stream-interval', '150ms', '--stream-retry', '400ms'],
+  });
+  await page.goto(server.url);
+  const items = page.getByTestId('feed').locator('li .feed-text');
+  await expect.poll(() => items.count()).toBeGreaterThanOrEqual(5);
+
+  // A proxy in front of a restarting server answers 502: the browser gives up on the stream
+  // (an HTTP error closes an EventSource for good), and the page takes over.
+  const refused: string[] = [];
+  await page.route('**/stream**', (route) => {
+    refused.push(route.request().url());
+    return route.fulfill({ status: 502, body: 'Bad Gateway' });
+  });
+  await server.stop();
+  const status = page.getByTestId('status');
+  await expect(status).toHaveAttribute('data-state', 'failed');
+  await expect(status).toHaveText(/^Disconnected \(retry in [\d.]+ m?s\)$/);
+  await expect(page.getByTestId('announcer')).toHaveText(/^The server refused the connection\. Trying again in /);
+  // The page's own attempts resume from the last message it got.
+  await expect.poll(() => refused.some((url) => /\/stream\?lastEventId=\d+$/.test(url))).toBe(true);
+  const shownWhileRefused = await items.count();
+  expect(shownWhileRefused).toBeLessThan(20);
+
+  const restarted = await PulseServer.start({ ...server.options, port: server.port });
+  await page.unroute('**/stream**');
+  await expect(items).toHaveText([...allMessages, 'End of the stream']);
+  await expect(status).toHaveAttribute('data-state', 'ended');
+  expect(await restarted.metric('pulse_stream_resumes_total{stream="counter"}')).toBe(1);
+  await restarted.stop();
+});
+
 test('the status shows connecting, live and ended, with the count', async ({ page }) => {
   const server = await PulseServer.start({ args: ['--stream-count', '5', '--stream-interval', '300ms'] });
   await page.goto(server.url);

@@ -34,44 +34,106 @@ pub enum Flow {
 
 /// Subscribes to `url` in the browser and calls `on_event` for each event named in `events`.
 ///
-/// When `url` changes the connection is replaced; `None` closes it. `retry_ms` is the
-/// reconnect delay the server asked for with `retry:`, which the browser does not expose;
-/// it is only used to tell the reader how long a reconnect will take.
+/// `retry_ms` is the reconnect delay the server asked for with `retry:`, which the browser
+/// does not expose: the page says how long a reconnect will take with it. While the stream
+/// drops and comes back the browser reconnects by itself, resuming with `Last-Event-ID`.
+/// When it gives up (the server or a proxy answered with an error), the hook opens a new
+/// connection at `resume_url(last_id)` after a growing delay ([`reopen_delay`]); `last_id`
+/// is the id of the last event received, empty if none came (then `url` is opened again).
+///
+/// The connection is closed when the calling component is unmounted.
+///
+/// [`reopen_delay`]: super::model::reopen_delay
 #[cfg(feature = "hydrate")]
 pub fn use_event_source(
-    url: Signal<Option<String>>,
+    url: String,
+    resume_url: impl Fn(&str) -> String + 'static,
     events: &'static [&'static str],
     retry_ms: u32,
     on_event: impl Fn(SseMessage) -> Flow + 'static,
 ) -> ReadSignal<ConnectionState> {
+    use std::{rc::Rc, time::Duration};
+
+    use super::model::reopen_delay;
+    use browser::Status;
+
     let (state, set_state) = signal(ConnectionState::Connecting);
-    let on_event: std::rc::Rc<dyn Fn(SseMessage) -> Flow> = std::rc::Rc::new(on_event);
-    let connection = StoredValue::new_local(None::<browser::Connection>);
-    Effect::new(move |_| {
-        let url = url.get();
-        // Dropping the old connection closes it before the new one opens.
-        connection.set_value(None);
-        if let Some(url) = url {
-            set_state.set(ConnectionState::Connecting);
-            match browser::Connection::open(&url, events, retry_ms, on_event.clone(), set_state) {
-                Ok(open) => connection.set_value(Some(open)),
-                Err(_) => set_state.set(ConnectionState::Failed),
+    let last_id = StoredValue::new_local(String::new());
+    let on_event: Rc<dyn Fn(SseMessage) -> Flow> = Rc::new(move |message: SseMessage| {
+        if !message.id.is_empty() {
+            last_id.set_value(message.id.clone());
+        }
+        on_event(message)
+    });
+    // Bumped to open a new connection after the browser gave up on the last one.
+    let reopen = RwSignal::new(0u32);
+    let failures = StoredValue::new(0u32);
+    let timer = StoredValue::new_local(None::<TimeoutHandle>);
+    let on_status: Rc<dyn Fn(Status)> = Rc::new(move |status| match status {
+        Status::Open => {
+            failures.set_value(0);
+            set_state.set(ConnectionState::Live);
+        }
+        Status::Retrying => set_state.update(|state| {
+            if *state != ConnectionState::Ended {
+                *state = ConnectionState::Reconnecting { retry_ms };
             }
+        }),
+        Status::Ended => set_state.set(ConnectionState::Ended),
+        Status::GaveUp => {
+            if state.get_untracked() == ConnectionState::Ended {
+                return;
+            }
+            let delay = reopen_delay(
+                retry_ms,
+                failures.get_value(),
+                0.8 + 0.4 * js_sys::Math::random(),
+            );
+            failures.update_value(|n| *n = n.saturating_add(1));
+            set_state.set(ConnectionState::Failed { retry_ms: delay });
+            let handle = set_timeout_with_handle(
+                move || reopen.update(|n| *n = n.wrapping_add(1)),
+                Duration::from_millis(u64::from(delay)),
+            );
+            timer.set_value(handle.ok());
         }
     });
-    on_cleanup(move || connection.set_value(None));
+    let connection = StoredValue::new_local(None::<browser::Connection>);
+    Effect::new(move |_| {
+        let reopening = reopen.get() > 0;
+        // Dropping the old connection closes it before the new one opens.
+        connection.set_value(None);
+        let last = last_id.get_value();
+        let target = if reopening && !last.is_empty() {
+            resume_url(&last)
+        } else {
+            url.clone()
+        };
+        set_state.set(ConnectionState::Connecting);
+        match browser::Connection::open(&target, events, on_event.clone(), on_status.clone()) {
+            Ok(open) => connection.set_value(Some(open)),
+            Err(_) => on_status(Status::GaveUp),
+        }
+    });
+    on_cleanup(move || {
+        if let Some(timer) = timer.try_update_value(Option::take).flatten() {
+            timer.clear();
+        }
+        connection.set_value(None);
+    });
     state
 }
 
 /// Off the browser nothing connects: the page renders in its "connecting" state.
 #[cfg(not(feature = "hydrate"))]
 pub fn use_event_source(
-    url: Signal<Option<String>>,
+    url: String,
+    resume_url: impl Fn(&str) -> String + 'static,
     events: &'static [&'static str],
     retry_ms: u32,
     on_event: impl Fn(SseMessage) -> Flow + 'static,
 ) -> ReadSignal<ConnectionState> {
-    let _ = (url, events, retry_ms, on_event);
+    let _ = (url, resume_url, events, retry_ms, on_event);
     let (state, _) = signal(ConnectionState::Connecting);
     state
 }
@@ -80,13 +142,25 @@ pub fn use_event_source(
 mod browser {
     use std::rc::Rc;
 
-    use leptos::prelude::*;
     use wasm_bindgen::{closure::Closure, JsCast, JsValue};
     use web_sys::{Event, EventSource, MessageEvent};
 
-    use super::{ConnectionState, Flow, SseMessage};
+    use super::{Flow, SseMessage};
 
     type Listener<E> = Closure<dyn FnMut(E)>;
+
+    /// What happened to a connection.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Status {
+        /// The stream is open.
+        Open,
+        /// The stream dropped; the browser reconnects by itself.
+        Retrying,
+        /// The browser gave up on this connection.
+        GaveUp,
+        /// The page closed the stream for good.
+        Ended,
+    }
 
     /// An open `EventSource` and the callbacks it holds; dropping it closes the connection.
     pub(super) struct Connection {
@@ -100,9 +174,8 @@ mod browser {
         pub(super) fn open(
             url: &str,
             events: &'static [&'static str],
-            retry_ms: u32,
             on_event: Rc<dyn Fn(SseMessage) -> Flow>,
-            set_state: WriteSignal<ConnectionState>,
+            on_status: Rc<dyn Fn(Status)>,
         ) -> Result<Self, JsValue> {
             let source = EventSource::new(url)?;
 
@@ -111,6 +184,7 @@ mod browser {
                 .map(|&name| {
                     let source_ref = source.clone();
                     let on_event = Rc::clone(&on_event);
+                    let on_status = Rc::clone(&on_status);
                     let listener = Listener::<MessageEvent>::new(move |event: MessageEvent| {
                         let message = SseMessage {
                             event: name,
@@ -119,7 +193,7 @@ mod browser {
                         };
                         if on_event(message) == Flow::Close {
                             source_ref.close();
-                            set_state.set(ConnectionState::Ended);
+                            on_status(Status::Ended);
                         }
                     });
                     source
@@ -128,24 +202,18 @@ mod browser {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
 
-            let on_open = Listener::<Event>::new(move |_: Event| {
-                set_state.set(ConnectionState::Live);
-            });
+            let opened = Rc::clone(&on_status);
+            let on_open = Listener::<Event>::new(move |_: Event| opened(Status::Open));
             source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
 
             let source_ref = source.clone();
             let on_error = Listener::<Event>::new(move |_: Event| {
                 // The browser retries by itself while the state is CONNECTING; CLOSED means it
                 // gave up (an HTTP error or a wrong content type).
-                let next = if source_ref.ready_state() == EventSource::CONNECTING {
-                    ConnectionState::Reconnecting { retry_ms }
+                on_status(if source_ref.ready_state() == EventSource::CONNECTING {
+                    Status::Retrying
                 } else {
-                    ConnectionState::Failed
-                };
-                set_state.update(|state| {
-                    if *state != ConnectionState::Ended {
-                        *state = next;
-                    }
+                    Status::GaveUp
                 });
             });
             source.set_onerror(Some(on_error.as_ref().unchecked_ref()));

@@ -16,8 +16,9 @@ pub enum ConnectionState {
     Reconnecting { retry_ms: u32 },
     /// The server said the stream is over and the page closed it.
     Ended,
-    /// The browser gave up (for example the server refused the request).
-    Failed,
+    /// The browser gave up (for example the server or a proxy refused the request); the
+    /// page opens a new connection after `retry_ms`, resuming from the last event it got.
+    Failed { retry_ms: u32 },
     /// Connected, but the hub cannot store new messages for now (its Redis is down); what
     /// is sent meanwhile is refused, and live delivery resumes when it returns.
     Degraded,
@@ -33,7 +34,9 @@ impl ConnectionState {
                 format!("Reconnecting (retry in {})", format_delay(retry_ms))
             }
             Self::Ended => "Ended".into(),
-            Self::Failed => "Disconnected".into(),
+            Self::Failed { retry_ms } => {
+                format!("Disconnected (retry in {})", format_delay(retry_ms))
+            }
             Self::Degraded => "Degraded".into(),
         }
     }
@@ -48,7 +51,10 @@ impl ConnectionState {
                 format_delay(retry_ms)
             ),
             Self::Ended => "The stream has ended.".into(),
-            Self::Failed => "The connection failed and will not be retried.".into(),
+            Self::Failed { retry_ms } => format!(
+                "The server refused the connection. Trying again in {}.",
+                format_delay(retry_ms)
+            ),
             Self::Degraded => {
                 "The hub cannot store messages right now. Delivery resumes when it recovers.".into()
             }
@@ -62,17 +68,34 @@ impl ConnectionState {
             Self::Live => "live",
             Self::Reconnecting { .. } => "reconnecting",
             Self::Ended => "ended",
-            Self::Failed => "failed",
+            Self::Failed { .. } => "failed",
             Self::Degraded => "degraded",
         }
     }
+}
+
+/// The longest wait before opening a connection again after the browser gave up (unless
+/// the server's `retry:` asks for longer).
+const MAX_REOPEN_MS: u32 = 60_000;
+
+/// How long to wait before opening a connection again after the browser gave up on it
+/// `failures` times in a row: the server's `retry_ms` (at least 250 ms), doubled after each
+/// failure up to a minute, times `jitter` (from 0.8 to 1.2) so that pages refused together
+/// do not all come back at the same moment.
+pub fn reopen_delay(retry_ms: u32, failures: u32, jitter: f64) -> u32 {
+    let base = u64::from(retry_ms.max(250));
+    let cap = u64::from(MAX_REOPEN_MS.max(retry_ms));
+    let delay = base.saturating_mul(1u64 << failures.min(16)).min(cap);
+    let jittered = (delay as f64 * jitter.clamp(0.8, 1.2)).round();
+    // At most 1.2 × u32::MAX ms before the cast: saturates rather than wraps.
+    jittered as u32
 }
 
 /// Formats a delay in milliseconds the way a person reads it: `500 ms`, `15 s`, `1.5 s`.
 pub fn format_delay(ms: u32) -> String {
     if ms < 1000 {
         format!("{ms} ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{}.{} s", ms / 1000, ms % 1000 / 100)
@@ -423,6 +446,30 @@ mod tests {
             "Connection lost. Reconnecting in 250 ms."
         );
         assert_eq!(ConnectionState::Ended.key(), "ended");
+        assert_eq!(
+            ConnectionState::Failed { retry_ms: 2_000 }.label(),
+            "Disconnected (retry in 2 s)"
+        );
+        assert_eq!(
+            ConnectionState::Failed { retry_ms: 2_000 }.announcement(),
+            "The server refused the connection. Trying again in 2 s."
+        );
+    }
+
+    #[test]
+    fn reopening_backs_off_from_the_servers_retry_up_to_a_minute() {
+        let delays: Vec<u32> = (0..6).map(|n| reopen_delay(3_000, n, 1.0)).collect();
+        assert_eq!(delays, [3_000, 6_000, 12_000, 24_000, 48_000, 60_000]);
+        assert_eq!(reopen_delay(3_000, 40, 1.0), 60_000);
+        // A server asking for more than the cap gets what it asked for.
+        assert_eq!(reopen_delay(90_000, 3, 1.0), 90_000);
+        // Never faster than 250 ms, even when the server says 0.
+        assert_eq!(reopen_delay(0, 0, 1.0), 250);
+        // Jitter spreads by at most a fifth either way.
+        assert_eq!(reopen_delay(10_000, 0, 0.8), 8_000);
+        assert_eq!(reopen_delay(10_000, 0, 1.2), 12_000);
+        assert_eq!(reopen_delay(10_000, 0, 7.0), 12_000);
+        assert_eq!(reopen_delay(u32::MAX, 0, 1.2), u32::MAX);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use leptos_meta::Title;
 use crate::{
     api::CounterSettings,
     components::{ConnectionStatus, FeedList},
-    live::{format_delay, page_data, use_event_source, Feed, Flow},
+    live::{format_delay, page_data, post::encode, use_event_source, Feed, Flow},
 };
 
 /// Where the page keeps the counter island's settings.
@@ -59,7 +59,8 @@ fn CounterFeed() -> impl IntoView {
         (settings.count.saturating_add(1)).min(MAX_SHOWN) as usize
     ));
     let state = use_event_source(
-        Signal::stored(Some("/stream".to_owned())),
+        "/stream".to_owned(),
+        |last_id| format!("/stream?lastEventId={}", encode(last_id)),
         &["new_message", "end_event"],
         settings.retry_ms,
         move |message| {

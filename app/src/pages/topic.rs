@@ -142,8 +142,10 @@ fn TopicRoom() -> impl IntoView {
     let watchers = RwSignal::new(Watchers::new(watchers));
     let degraded = RwSignal::new(false);
     let url = subscription_url(&topic, &cursor);
+    let resume_topic = topic.clone();
     let state = use_event_source(
-        Signal::stored(Some(url)),
+        url,
+        move |last_id| subscription_url(&resume_topic, last_id),
         &["message", "members", "mercure"],
         BROWSER_RETRY_MS,
         move |event| {
@@ -176,6 +178,14 @@ fn TopicRoom() -> impl IntoView {
         },
     );
 
+    // Health notices are sent live and never stored: a hub that recovered while the page
+    // was disconnected would leave the warning up for good. Each new connection starts
+    // healthy; a hub still degraded says so again right after the stream opens.
+    Effect::new(move |_| {
+        if state.get() == ConnectionState::Live {
+            degraded.set(false);
+        }
+    });
     let state = Signal::derive(move || match state.get() {
         ConnectionState::Live if degraded.get() => ConnectionState::Degraded,
         other => other,
@@ -253,11 +263,26 @@ fn TopicRoom() -> impl IntoView {
                     "resumes by itself when it recovers."
                 </p>
             })}
-            <div class="feed-scroll" node_ref=scroller on:scroll=on_scroll data-testid="feed-scroll">
+            <div
+                class="feed-scroll"
+                node_ref=scroller
+                on:scroll=on_scroll
+                tabindex="0"
+                role="region"
+                aria-label="Messages"
+                data-testid="feed-scroll"
+            >
                 <FeedList feed empty="No messages yet. Say something!"/>
             </div>
             {move || (unseen.get() > 0).then(|| view! {
-                <button class="jump" on:click=move |_| { set_pinned(true); scroll_to_end(); }>
+                <button class="jump" on:click=move |_| {
+                    set_pinned(true);
+                    scroll_to_end();
+                    // The button goes away with the click: keep the keyboard in the feed.
+                    if let Some(element) = scroller.get_untracked() {
+                        let _ = element.focus();
+                    }
+                }>
                     {move || format!("{} new ↓", unseen.get())}
                 </button>
             })}

@@ -150,8 +150,12 @@ impl TopicBackend for HubBackend {
         let token = auth::mint(&request, Role::Subscriber, &audience, &service.auth)
             .map_err(|error| error.to_string())?;
         let secure = if service.tls { "; Secure" } else { "" };
+        // Lax, not Strict: a visitor who follows a link from another site to a topic must
+        // still be sent the cookie, or the page would not know they are a member and would
+        // hand them a new, non-member one. Other sites' requests from within a page (an
+        // EventSource, a form POST) still go without it.
         Ok(format!(
-            "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
             service.auth.cookie_name,
             PAGE_TOKEN_LIFETIME.as_secs()
         ))

@@ -109,7 +109,9 @@ pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
         Ok(())
     } else {
         Err(TopicError::Invalid(
-            "A topic name has 1 to 64 letters, digits, dashes, dots or underscores.".into(),
+            "A topic name has 1 to 64 letters, digits, dashes, dots or underscores, and is \
+             not just `.` or `..`."
+                .into(),
         ))
     }
 }

@@ -91,6 +91,15 @@ test.describe('topic pages', () => {
     await expect(messages(visitor)).toHaveText(['for everyone']);
     await member.reload();
     await expect(messages(member)).toHaveText(['for members only', 'for everyone']);
+    // So does arriving by a link on another site: the browser still sends the page's cookie.
+    await member.route('http://elsewhere.test/**', (route) =>
+      route.fulfill({ contentType: 'text/html', body: `<a href="${server.url}/topics/${name}">the room</a>` }),
+    );
+    await member.goto('http://elsewhere.test/');
+    await member.getByRole('link', { name: 'the room' }).click();
+    await expect(member.getByTestId('membership')).toContainText('You are a member');
+    await expect(member.getByTestId('status')).toHaveAttribute('data-state', 'live');
+    await expect(messages(member)).toHaveText(['for members only', 'for everyone']);
     // Private updates published over the hub API are filtered the same way.
     await publish(server, name, 'private from the API', { private: true });
     await expect(messages(member)).toHaveText(['for members only', 'for everyone', 'private from the API']);
@@ -241,6 +250,10 @@ test('the home page links to the counter and to topics', async ({ page }) => {
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('#general');
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Topics' }).click();
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('Topics');
+  // A name the browser's pattern lets through but the server refuses is explained.
+  await page.getByLabel('Topic name').fill('..');
+  await page.getByRole('button', { name: 'Open' }).click();
+  await expect(page.getByTestId('open-topic-error')).toContainText('1 to 64 letters');
   await page.getByLabel('Topic name').fill('my-new-topic');
   await page.getByRole('button', { name: 'Open' }).click();
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('#my-new-topic');

@@ -26,6 +26,9 @@ pub fn Composer(
         let Some(form) = form.get_untracked() else {
             return;
         };
+        if pending.get_untracked() {
+            return;
+        }
         pending.set(true);
         spawn_local(async move {
             match post_form(&form).await {
@@ -57,7 +60,11 @@ pub fn Composer(
                 maxlength=MAX_MESSAGE_CHARS
                 placeholder="Write a message…"
                 required
-                on:input=move |event| length.set(event_target_value(&event).chars().count())
+                // Nothing typed while sending is lost to the reset that follows.
+                readonly=move || pending.get()
+                // Counted as the browser's `maxlength` counts (UTF-16 units), which is never
+                // more than the server's limit in characters.
+                on:input=move |event| length.set(event_target_value(&event).encode_utf16().count())
             ></textarea>
             <div class="composer-row">
                 <label class="check" class:disabled=move || !member.get()>

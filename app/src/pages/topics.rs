@@ -13,12 +13,13 @@ pub const SUGGESTED: [&str; 3] = ["general", "random", "announcements"];
 #[component]
 pub fn TopicsPage() -> impl IntoView {
     let query = use_query_map();
-    let open = move || {
-        query
-            .read()
-            .get("open")
-            .map(|name| name.trim().to_ascii_lowercase())
-            .filter(|name| check_topic_name(name).is_ok())
+    // Names are case-sensitive, as in `/topics/{name}` links: the form opens what was typed.
+    let requested = move || query.read().get("open").map(|name| name.trim().to_owned());
+    let open = move || requested().filter(|name| check_topic_name(name).is_ok());
+    let refused = move || {
+        requested()
+            .and_then(|name| check_topic_name(&name).err())
+            .map(|error| error.to_string())
     };
     let topics = active_topics();
     view! {
@@ -31,6 +32,9 @@ pub fn TopicsPage() -> impl IntoView {
                 "it is sent. Open one, or make a new one by giving it a name."
             </p>
             <OpenTopic/>
+            {move || refused().map(|error| view! {
+                <p class="form-error" role="alert" data-testid="open-topic-error">{error}</p>
+            })}
             <h2>"Suggested"</h2>
             <ul class="topic-list">
                 {SUGGESTED

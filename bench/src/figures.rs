@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::util::thousands;
+
 /// Latency percentiles, microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
@@ -134,8 +136,12 @@ pub struct Figures {
     pub duplicates: u64,
     /// Connections that missed at least one.
     pub connections_with_missing: u64,
-    /// `1 − missing ÷ owed`.
-    pub delivered_ratio: f64,
+    /// Streams the server ended with every owed id received exactly once and nothing else
+    /// (loadgen's `connections_complete`; absent from results of older loadgens).
+    #[serde(default)]
+    pub complete: Option<u64>,
+    /// `1 − missing ÷ owed`; `None` when nothing was owed.
+    pub delivered_ratio: Option<f64>,
     /// Stamped events per second of publishing.
     pub deliveries_per_s: Option<f64>,
     /// Publish-to-receive latency.
@@ -235,7 +241,10 @@ impl Figures {
             missing: u64_at(json, "/sequence/missing"),
             duplicates: u64_at(json, "/sequence/duplicates"),
             connections_with_missing: u64_at(json, "/sequence/connections_with_missing"),
-            delivered_ratio: f64_at(json, "/sequence/delivered_ratio").unwrap_or(0.0),
+            complete: json
+                .pointer("/sequence/connections_complete")
+                .and_then(Value::as_u64),
+            delivered_ratio: f64_at(json, "/sequence/delivered_ratio"),
             deliveries_per_s: f64_at(json, "/events/deliveries_per_second"),
             latency: latency_at(json, "/latency_us"),
             window: publish.as_ref().and_then(|_| publishing_window(&samples)),
@@ -290,9 +299,56 @@ impl Figures {
         self.publish.as_ref().is_some_and(|publish| publish.ok > 0) && self.latency.count > 0
     }
 
-    /// Streams that ran to their end (the counter job): ended by the server, no error.
-    pub fn completed_streams(&self) -> u64 {
-        self.closed_by_server
+    /// Streams that ran to their end correctly (the counter job): ended by the server with
+    /// every id received once. Results of older loadgens lack the per-stream count: there,
+    /// streams the server ended, when no id was missing or repeated on any stream; `None`
+    /// when some were (which streams is not known).
+    pub fn completed_streams(&self) -> Option<u64> {
+        self.complete.or_else(|| {
+            (self.missing == 0 && self.duplicates == 0).then_some(self.closed_by_server)
+        })
+    }
+
+    /// Why a counter run does not show the job done, if it does not: every client must have
+    /// connected, read ids 1…`ids` once each and been closed by the server, with no error.
+    /// Empty when it does.
+    pub fn counter_shortfall(&self, ids: u32) -> Vec<String> {
+        let mut problems = Vec::new();
+        let requested = self.requested;
+        if requested == 0 {
+            problems.push("no clients".to_owned());
+            return problems;
+        }
+        if self.failed + self.errored > 0 {
+            problems.push(format!(
+                "{} failed or broken",
+                thousands(self.failed + self.errored)
+            ));
+        }
+        match self.completed_streams() {
+            Some(done) if done == requested => {}
+            Some(done) => problems.push(format!(
+                "{}/{} streams complete",
+                thousands(done),
+                thousands(requested)
+            )),
+            None => problems.push("streams not all complete".to_owned()),
+        }
+        let owed = requested.saturating_mul(u64::from(ids));
+        if self.owed != owed {
+            problems.push(format!(
+                "{} ids owed, not {}",
+                thousands(self.owed),
+                thousands(owed)
+            ));
+        }
+        if self.missing > 0 {
+            problems.push(format!("{} ids missing", thousands(self.missing)));
+        }
+        if self.duplicates > 0 {
+            problems.push(format!("{} ids repeated", thousands(self.duplicates)));
+        }
+        problems
     }
 }
 
@@ -423,6 +479,96 @@ pub(crate) mod tests {
         assert!(figures.window.is_none());
         let whole = figures.server_us_per_delivery().unwrap();
         assert!((whole - 3.0 * 1e6 / 399_000.0).abs() < 1e-9);
+    }
+
+    /// A counter run's loadgen document: `clients` streams of ids 1…20.
+    pub(crate) fn counter_report(clients: u64) -> Value {
+        serde_json::json!({
+            "run": {"elapsed_s": 30.0, "stop_reason": "all_streams_ended"},
+            "connections": {
+                "requested": clients, "established": clients, "failed": 0,
+                "closed_by_server": clients, "errored": 0, "open_at_stop": 0,
+                "peak_open": clients, "failures": {}
+            },
+            "events": {"total": clients * 21, "stamped": 0},
+            "sequence": {"mode": "sequential_ids", "owed": clients * 20, "missing": 0,
+                          "duplicates": 0, "connections_with_missing": 0,
+                          "connections_complete": clients, "delivered_ratio": 1.0},
+            "latency_us": {"count": 0},
+            "publish": null,
+            "server": {"rss_kb_before": 10_000, "rss_kb_peak": 30_000, "cpu_s": 2.0},
+            "loadgen": {"cpu_s": 1.0, "cpu_percent_avg": 10.0},
+            "samples": []
+        })
+    }
+
+    #[test]
+    fn a_counter_run_counts_only_when_every_stream_carried_every_id() {
+        let done = Figures::from_loadgen(&counter_report(1000));
+        assert_eq!(done.completed_streams(), Some(1000));
+        assert!(done.counter_shortfall(20).is_empty());
+        // Asked for more ids per stream than the job was run with.
+        assert_eq!(done.counter_shortfall(25), ["20,000 ids owed, not 25,000"]);
+
+        // Ten streams lost their last id: the server closed them all, yet they are not
+        // complete.
+        let mut json = counter_report(1000);
+        json["sequence"]["missing"] = 10.into();
+        json["sequence"]["connections_with_missing"] = 10.into();
+        json["sequence"]["connections_complete"] = 990.into();
+        json["sequence"]["delivered_ratio"] = (1.0 - 10.0 / 20_000.0).into();
+        let lossy = Figures::from_loadgen(&json);
+        assert_eq!(lossy.completed_streams(), Some(990));
+        assert_eq!(
+            lossy.counter_shortfall(20),
+            ["990/1,000 streams complete", "10 ids missing"]
+        );
+
+        // Connections that never got their stream owe nothing in loadgen: still short.
+        let mut json = counter_report(1000);
+        json["connections"]["established"] = 998.into();
+        json["connections"]["failed"] = 2.into();
+        json["connections"]["closed_by_server"] = 998.into();
+        json["sequence"]["owed"] = (998 * 20).into();
+        json["sequence"]["connections_complete"] = 998.into();
+        let short = Figures::from_loadgen(&json);
+        assert_eq!(
+            short.counter_shortfall(20),
+            [
+                "2 failed or broken",
+                "998/1,000 streams complete",
+                "19,960 ids owed, not 20,000"
+            ]
+        );
+
+        // An older loadgen's document: no per-stream count.
+        let mut json = counter_report(1000);
+        json["sequence"]
+            .as_object_mut()
+            .unwrap()
+            .remove("connections_complete");
+        let old = Figures::from_loadgen(&json);
+        assert_eq!(old.completed_streams(), Some(1000));
+        assert!(old.counter_shortfall(20).is_empty());
+        json["sequence"]["duplicates"] = 3.into();
+        let old = Figures::from_loadgen(&json);
+        assert_eq!(old.completed_streams(), None);
+        assert_eq!(
+            old.counter_shortfall(20),
+            ["streams not all complete", "3 ids repeated"]
+        );
+    }
+
+    #[test]
+    fn nothing_owed_is_no_delivered_ratio() {
+        let mut json = sample_report();
+        json["sequence"]["owed"] = 0.into();
+        json["sequence"]["delivered_ratio"] = Value::Null;
+        assert_eq!(Figures::from_loadgen(&json).delivered_ratio, None);
+        assert_eq!(
+            Figures::from_loadgen(&sample_report()).delivered_ratio,
+            Some(1.0)
+        );
     }
 
     #[test]

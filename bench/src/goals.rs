@@ -4,7 +4,8 @@
 //! Ratios are always Pulse ÷ peer, so below 1 means Pulse uses less (or is faster). A goal
 //! whose figures are missing (a step that failed or was skipped) is "not measured", never
 //! met. Sizes are decimal: 8 KB is 8,000 bytes and 100 KB is 100,000 bytes, the stricter
-//! reading.
+//! reading, and the figures of those goals are shown in the same unit (kB, 1,000 bytes) so
+//! that figure and limit compare at a glance.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ use crate::{
     results::Results,
     scenarios::Scenario,
     targets::Target,
-    util::{fmt_bytes, fmt_cpu_s, fmt_percent, fmt_us, median, thousands},
+    util::{fmt_bytes, fmt_cpu_s, fmt_kb, fmt_percent, fmt_us, median, thousands},
 };
 
 /// Whether a goal is met.
@@ -187,6 +188,85 @@ fn quick_suffix(quick: bool, full: &str) -> String {
     }
 }
 
+/// The counter job's runs at the goal's point: Pulse, nchan (it has no counter stream, so
+/// always `None`), sse-starlette and the floor, with why each does not count, if it does
+/// not (see [`Figures::counter_shortfall`]).
+struct CounterJobs<'a> {
+    runs: [Option<&'a Figures>; 4],
+    shortfalls: [Vec<String>; 4],
+}
+
+impl<'a> CounterJobs<'a> {
+    fn new(runs: [Option<&'a Figures>; 4], ids: u32) -> Self {
+        Self {
+            runs,
+            shortfalls: runs.map(|f| f.map(|f| f.counter_shortfall(ids)).unwrap_or_default()),
+        }
+    }
+
+    /// A goal of the form "≥ 10× less than sse-starlette", on `pick`'s figure. A run that
+    /// did not do the job shows its figure marked "not counted" and has no ratio: Pulse's
+    /// makes the goal not met, a peer's leaves it not measured.
+    fn goal(
+        &self,
+        id: &str,
+        text: String,
+        pick: fn(&Figures) -> Option<f64>,
+        format: fn(f64) -> String,
+        how: String,
+    ) -> Goal {
+        let all = self.runs.map(|f| f.and_then(pick));
+        let counts = |index: usize| self.shortfalls[index].is_empty();
+        let counted: [Option<f64>; 4] =
+            std::array::from_fn(|index| all[index].filter(|_| counts(index)));
+        let peers = [counted[0], counted[1], counted[2]];
+        let labels = [
+            Target::Pulse,
+            Target::Nchan,
+            Target::Starlette,
+            Target::Floor,
+        ];
+        let not_counted: Vec<String> = (0..4)
+            .filter(|&index| !counts(index))
+            .map(|index| {
+                format!(
+                    "{}'s run is not counted ({})",
+                    labels[index].label(),
+                    self.shortfalls[index].join(", ")
+                )
+            })
+            .collect();
+        let note = if not_counted.is_empty() {
+            how
+        } else {
+            format!("{}; {how}", not_counted.join("; "))
+        };
+        let mut goal = goal(id, text, peers, format, Status::NotMeasured, note).with_floor(
+            counted[3],
+            peers,
+            Some(Peer::Starlette),
+            format,
+        );
+        goal.status = if counts(0) {
+            at_most(goal.vs_starlette, 0.1)
+        } else {
+            Status::NotMet
+        };
+        let cells = [
+            &mut goal.pulse,
+            &mut goal.nchan,
+            &mut goal.starlette,
+            &mut goal.floor,
+        ];
+        for (index, text) in cells.into_iter().enumerate() {
+            if !counts(index) {
+                *text = format!("{} (not counted)", cell(all[index], format));
+            }
+        }
+        goal
+    }
+}
+
 /// Evaluates every goal of the issue against `results`.
 pub fn evaluate(results: &Results) -> Vec<Goal> {
     let points = results.profile.points;
@@ -260,16 +340,16 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         goal(
             "rss-per-subscriber",
             format!(
-                "RSS per idle subscriber ≤ 8 KB (at {} subscribers){}",
+                "RSS per idle subscriber ≤ 8 kB (8,000 bytes; at {} subscribers){}",
                 thousands(points.rss_at as u64),
                 quick_suffix(quick, "10,000")
             ),
             rss,
-            fmt_bytes,
+            fmt_kb,
             at_most(rss[0], 8_000.0),
             "server RSS after the ramp minus before, per open connection".into(),
         )
-        .with_floor(floor_rss, rss, None, fmt_bytes),
+        .with_floor(floor_rss, rss, None, fmt_kb),
     );
 
     // CPU per delivered event at 1,000 × 100/s.
@@ -398,45 +478,40 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         ),
     ));
 
-    // The counter job at 5,000 clients.
+    // The counter job at 5,000 clients: a run counts only when it did the job, every
+    // client closed by the server after reading ids 1…N once each.
     let counter = |target| results.figures(Scenario::Counter, target, points.counter_clients, None);
-    let jobs = [counter(Target::Pulse), None, counter(Target::Starlette)];
+    let jobs = CounterJobs::new(
+        [
+            counter(Target::Pulse),
+            None,
+            counter(Target::Starlette),
+            counter(Target::Floor),
+        ],
+        results.profile.stream.count,
+    );
     let counter_point = format!(
         "{} `/stream` clients{}",
         thousands(points.counter_clients as u64),
         quick_suffix(quick, "5,000")
     );
-    let cpu_s = jobs.map(|f| f.and_then(|f| f.server.as_ref()).map(|s| s.cpu_s));
-    let mut counter_cpu = goal(
+    goals.push(jobs.goal(
         "counter-cpu",
         format!("counter job: ≥ 10× less CPU than sse-starlette with {counter_point}"),
-        cpu_s,
+        |f| f.server.as_ref().map(|s| s.cpu_s),
         fmt_cpu_s,
-        Status::NotMeasured,
         format!(
             "server CPU seconds over the whole job; {}",
-            loadgen_note(jobs[0])
+            loadgen_note(jobs.runs[0])
         ),
-    );
-    counter_cpu.status = at_most(counter_cpu.vs_starlette, 0.1);
-    let floor_job = counter(Target::Floor).and_then(|f| f.server.as_ref());
-    let floor_cpu_s = floor_job.map(|s| s.cpu_s);
-    goals.push(counter_cpu.with_floor(floor_cpu_s, cpu_s, Some(Peer::Starlette), fmt_cpu_s));
-    let peak = jobs.map(|f| {
-        f.and_then(|f| f.server.as_ref())
-            .map(|s| s.rss_kb_peak as f64 * 1024.0)
-    });
-    let mut counter_memory = goal(
+    ));
+    goals.push(jobs.goal(
         "counter-memory",
         format!("counter job: ≥ 10× less memory than sse-starlette with {counter_point}"),
-        peak,
+        |f| f.server.as_ref().map(|s| s.rss_kb_peak as f64 * 1024.0),
         fmt_bytes,
-        Status::NotMeasured,
         "peak RSS of the server process(es)".into(),
-    );
-    counter_memory.status = at_most(counter_memory.vs_starlette, 0.1);
-    let floor_peak = floor_job.map(|s| s.rss_kb_peak as f64 * 1024.0);
-    goals.push(counter_memory.with_floor(floor_peak, peak, Some(Peer::Starlette), fmt_bytes));
+    ));
 
     // The page.
     let page = results.page.as_ref();
@@ -445,9 +520,9 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
         .map(|page| page.wasm.iter().map(|file| file.gzip as f64).sum::<f64>());
     goals.push(goal(
         "wasm-gzip",
-        "release WASM ≤ 100 KB gzipped".into(),
+        "release WASM ≤ 100 kB gzipped (100,000 bytes)".into(),
         [gzip, None, None],
-        fmt_bytes,
+        fmt_kb,
         at_most(gzip, 100_000.0),
         page.map_or_else(String::new, |page| {
             if page.looks_like_debug() {
@@ -475,7 +550,10 @@ pub fn evaluate(results: &Results) -> Vec<Goal> {
 pub(crate) mod tests {
     use super::*;
     use crate::{
-        figures::{tests::sample_report, Figures},
+        figures::{
+            tests::{counter_report, sample_report},
+            Figures,
+        },
         machine::Machine,
         page::{FileSize, FirstMessage, PageResult},
         results::{RunRecord, SCHEMA},
@@ -563,7 +641,7 @@ pub(crate) mod tests {
                 f.clone(),
             ));
             if target != Target::Nchan {
-                let mut job = f.clone();
+                let mut job = Figures::from_loadgen(&counter_report(p.counter_clients as u64));
                 let server = job.server.as_mut().unwrap();
                 server.cpu_s = us * 10.0;
                 server.rss_kb_peak = (rss / 100.0) as u64;
@@ -642,7 +720,9 @@ pub(crate) mod tests {
         let rss = by_id("rss-per-subscriber");
         assert_eq!(rss.status, Status::Met);
         assert_eq!(rss.vs_nchan, Some(0.6));
-        assert_eq!(rss.pulse, "5.9 KiB");
+        // In the goal's own unit: 6,000 bytes against 8 kB, not "5.9 KiB".
+        assert_eq!(rss.pulse, "6.00 kB");
+        assert!(rss.goal.contains("≤ 8 kB (8,000 bytes"), "{}", rss.goal);
 
         let cpu = by_id("cpu-per-event-vs-nchan");
         assert_eq!(cpu.vs_nchan, Some(0.5));
@@ -669,9 +749,65 @@ pub(crate) mod tests {
         assert!((memory.vs_starlette.unwrap() - 0.12).abs() < 1e-9);
         assert_eq!(memory.status, Status::NotMet);
 
-        assert_eq!(by_id("wasm-gzip").status, Status::NotMet);
+        let wasm = by_id("wasm-gzip");
+        assert_eq!(wasm.status, Status::NotMet);
+        assert_eq!(wasm.pulse, "120.00 kB");
+        assert_eq!(wasm.goal, "release WASM ≤ 100 kB gzipped (100,000 bytes)");
         assert_eq!(by_id("first-message").status, Status::Met);
         assert_eq!(by_id("first-message").pulse, "130.0 ms");
+    }
+
+    fn counter_figures(results: &mut Results, target: Target) -> &mut Figures {
+        results
+            .runs
+            .iter_mut()
+            .find(|run| run.scenario == Scenario::Counter && run.target == target)
+            .and_then(|run| run.figures.as_mut())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_counter_run_that_lost_ids_does_not_count() {
+        let goal_of = |results: &Results, id: &str| {
+            evaluate(results)
+                .into_iter()
+                .find(|goal| goal.id == id)
+                .unwrap()
+        };
+        // Every stream closed by the server, but 12 lost their last id: Pulse did not do
+        // the job, whatever its CPU.
+        let mut results = results();
+        let pulse = counter_figures(&mut results, Target::Pulse);
+        pulse.missing = 12;
+        pulse.connections_with_missing = 12;
+        pulse.complete = Some(4_988);
+        let cpu = goal_of(&results, "counter-cpu");
+        assert_eq!(cpu.status, Status::NotMet);
+        assert_eq!(cpu.vs_starlette, None);
+        assert_eq!(cpu.pulse, "10.00 s (not counted)");
+        assert!(
+            cpu.note.starts_with(
+                "Pulse's run is not counted (4,988/5,000 streams complete, 12 ids missing)"
+            ),
+            "{}",
+            cpu.note
+        );
+        assert_eq!(goal_of(&results, "counter-memory").status, Status::NotMet);
+
+        // sse-starlette's run broke off: nothing to compare against.
+        let mut results = self::results();
+        let starlette = counter_figures(&mut results, Target::Starlette);
+        starlette.errored = 30;
+        starlette.complete = Some(4_970);
+        starlette.missing = 300;
+        let cpu = goal_of(&results, "counter-cpu");
+        assert_eq!(cpu.status, Status::NotMeasured);
+        assert!(
+            cpu.starlette.ends_with("(not counted)"),
+            "{}",
+            cpu.starlette
+        );
+        assert_eq!(cpu.pulse, "10.00 s");
     }
 
     /// Adds latency-scenario runs at the p99 point with these p99s.

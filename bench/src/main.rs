@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the benchmark and write the results (about 17 minutes; `--quick`: about 3).
+    /// Run the benchmark and write the results (about 20 minutes; `--quick`: about 4).
     Run(Box<RunArgs>),
     /// Serve as the floor target: the least a server can do (loopback only; runs until
     /// killed). `bench run` starts it by itself.
@@ -70,7 +70,7 @@ struct RunArgs {
     /// floor (the minimal server, measured at the goals' points).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
-    /// Start no new step after this many minutes [default: 30, quick: 10].
+    /// Start no new step after this many minutes [default: 35, quick: 10].
     #[arg(long)]
     max_minutes: Option<f64>,
     /// Pulse's release binary.
@@ -311,5 +311,28 @@ fn render_command(path: &Path, out: Option<PathBuf>) -> ExitCode {
             eprintln!("bench: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_help_states_the_profiles_time_budgets() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let budgets = format!(
+            "[default: {}, quick: {}]",
+            Profile::full().max_minutes,
+            Profile::quick().max_minutes
+        );
+        assert!(help.contains(&budgets), "{budgets} not in\n{help}");
     }
 }

@@ -494,7 +494,7 @@ fn fanout_section(results: &Results, prefix: &str, out: &mut String) {
                 format!("{rate:.0}")
             }),
             opt(f.deliveries_per_s, fmt_rate),
-            format!("{:.2}%", f.delivered_ratio * 100.0),
+            opt(f.delivered_ratio, |ratio| format!("{:.2}%", ratio * 100.0)),
             latency_cell(f, |f| f.latency.p50_us),
             latency_cell(f, |f| f.latency.p99_us),
             latency_cell(f, |f| f.latency.max_us),
@@ -523,7 +523,9 @@ fn counter_section(results: &Results, prefix: &str, out: &mut String) {
         out,
         "## The counter job: concurrent `/stream` clients\n\n\
          Each client reads {} `new_message` events {} ms apart, then `end_event`; loadgen \
-         checks ids 1…{} on every stream. Same count and interval on both servers.\n",
+         owes every stream ids 1…{} (`--expect-ids`): **completed** counts the streams the \
+         server ended after each of those ids arrived exactly once. A run counts toward the \
+         goals only when every client completed. Same count and interval on both servers.\n",
         stream.count, stream.interval_ms, stream.count
     );
     chart(out, prefix, "counter-cost");
@@ -555,7 +557,7 @@ fn counter_section(results: &Results, prefix: &str, out: &mut String) {
         table.row(vec![
             clients,
             run.target.label().to_owned(),
-            format!("{}/{}", thousands(completed), thousands(f.requested)),
+            format!("{}/{}", opt(completed, thousands), thousands(f.requested)),
             thousands(f.peak_open),
             thousands(f.failed + f.errored),
             thousands(f.missing),
@@ -563,8 +565,8 @@ fn counter_section(results: &Results, prefix: &str, out: &mut String) {
             opt(server.map(|s| s.cpu_s), fmt_cpu_s),
             opt(
                 server
-                    .filter(|_| completed > 0)
-                    .map(|s| s.cpu_s * 1e6 / completed as f64),
+                    .zip(completed.filter(|&done| done > 0))
+                    .map(|(s, done)| s.cpu_s * 1e6 / done as f64),
                 fmt_us,
             ),
             opt(server.map(|s| s.rss_kb_peak as f64 * 1024.0), fmt_bytes),
@@ -577,6 +579,19 @@ fn counter_section(results: &Results, prefix: &str, out: &mut String) {
     }
     out.push_str(&table.render());
     failure_lines(results, Scenario::Counter, out);
+    for run in results.of(Scenario::Counter) {
+        let Some(f) = &run.figures else { continue };
+        let shortfall = f.counter_shortfall(stream.count);
+        if !shortfall.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{} with {}: not counted toward the goals: {}.",
+                run.target.label(),
+                thousands(run.subscribers as u64),
+                shortfall.join(", ")
+            );
+        }
+    }
     out.push('\n');
 }
 
@@ -732,6 +747,49 @@ mod tests {
             text.contains("| nginx + nchan | 2/2 | 8.00 ms, 9.00 ms | **8.50 ms** |"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn counter_runs_show_whether_every_stream_completed() {
+        let mut results = results();
+        let text = render(&results, "");
+        assert!(text.contains("| 5,000 | Pulse | 5,000/5,000 |"), "{text}");
+        assert!(!text.contains("not counted toward the goals"), "{text}");
+        let f = results
+            .runs
+            .iter_mut()
+            .find(|run| run.scenario == Scenario::Counter && run.target == Target::Pulse)
+            .and_then(|run| run.figures.as_mut())
+            .unwrap();
+        // The server closed every stream, but 7 of them lost their last id.
+        f.missing = 7;
+        f.complete = Some(4_993);
+        let text = render(&results, "");
+        assert!(text.contains("| 5,000 | Pulse | 4,993/5,000 |"), "{text}");
+        assert!(
+            text.contains(
+                "Pulse with 5,000: not counted toward the goals: 4,993/5,000 streams complete, \
+                 7 ids missing."
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nothing_owed_shows_no_delivered_share() {
+        let mut results = results();
+        for run in results.runs.iter_mut() {
+            if let Some(f) = run.figures.as_mut() {
+                f.delivered_ratio = None;
+            }
+        }
+        let text = render(&results, "");
+        let row = text
+            .lines()
+            .find(|line| line.starts_with("| 1,000 | 100/s | Pulse |"))
+            .unwrap();
+        assert!(row.contains("| – | 700 µs |"), "{row}");
+        assert!(!text.contains("100.00%"), "{text}");
     }
 
     #[test]

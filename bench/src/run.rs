@@ -414,7 +414,9 @@ impl Runner<'_> {
             duration_s: profile.counter_duration_s(clients),
             drain_s: 0.0,
             connect_timeout_s: profile.connect_timeout_s,
-            mode: Mode::Counter,
+            mode: Mode::Counter {
+                ids: profile.stream.count,
+            },
         };
         Some(self.step(Scenario::Counter, target, clients, None, &what, &tag, &plan))
     }
@@ -534,9 +536,10 @@ pub fn run_summary(scenario: Scenario, f: &Figures) -> String {
             server.map_or_else(|| "–".into(), |s| fmt_cpu_s(s.cpu_s)),
         ),
         Scenario::Fanout => format!(
-            "{} delivered ({:.2}%){failed}, p50 {}, p99 {}, server {} ({} per delivery) | {loadgen}",
+            "{} delivered ({}){failed}, p50 {}, p99 {}, server {} ({} per delivery) | {loadgen}",
             f.deliveries_per_s.map_or_else(|| "–".into(), fmt_rate),
-            f.delivered_ratio * 100.0,
+            f.delivered_ratio
+                .map_or_else(|| "–".into(), |ratio| format!("{:.2}%", ratio * 100.0)),
             if f.latency.count > 0 {
                 fmt_us(f.latency.p50_us)
             } else {
@@ -551,7 +554,8 @@ pub fn run_summary(scenario: Scenario, f: &Figures) -> String {
         ),
         Scenario::Counter => format!(
             "completed {}/{}{failed}, missing {}, server CPU {}, peak RSS {} | {loadgen}",
-            thousands(f.completed_streams()),
+            f.completed_streams()
+                .map_or_else(|| "–".into(), thousands),
             thousands(f.requested),
             thousands(f.missing),
             server.map_or_else(|| "–".into(), |s| fmt_cpu_s(s.cpu_s)),

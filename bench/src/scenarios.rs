@@ -240,7 +240,7 @@ impl Profile {
     /// Whether a fan-out step's figures end its series: delivery fell behind, the
     /// publisher could not get 90% of the rate accepted (the server answers publishes only
     /// so fast), or nothing was delivered at all (publishing never started: the crowd was
-    /// not in by the end).
+    /// not in by the end), or nothing was owed, so that no share delivered is known.
     pub fn ends_series(&self, figures: &crate::figures::Figures) -> bool {
         let publisher_behind = figures
             .publish
@@ -248,7 +248,9 @@ impl Profile {
             .is_some_and(|publish| publish.achieved_rate < 0.9 * publish.target_rate);
         !figures.measured_delivery()
             || publisher_behind
-            || self.behind(figures.delivered_ratio, figures.latency.p99_us)
+            || figures
+                .delivered_ratio
+                .is_none_or(|ratio| self.behind(ratio, figures.latency.p99_us))
     }
 
     /// The goal's point (CPU per event, p99 < 20 ms) when `series` stopped at step
@@ -477,5 +479,8 @@ mod tests {
         nothing.latency.count = 0;
         nothing.publish.as_mut().unwrap().ok = 0;
         assert!(full.ends_series(&nothing));
+        let mut nothing_owed = delivered.clone();
+        nothing_owed.delivered_ratio = None;
+        assert!(full.ends_series(&nothing_owed));
     }
 }

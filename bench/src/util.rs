@@ -127,7 +127,7 @@ pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -166,6 +166,19 @@ pub fn fmt_bytes(bytes: f64) -> String {
         format!("{sign}{:.1} MiB", bytes / (1024.0 * 1024.0))
     } else {
         format!("{sign}{:.2} GiB", bytes / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// A size in decimal kilobytes, the unit of the goals stated in KB (1 kB = 1,000 bytes):
+/// `97.80 kB`, `812 B`. Two decimals, so that a figure just over a limit does not read as
+/// the limit.
+pub fn fmt_kb(bytes: f64) -> String {
+    if !bytes.is_finite() {
+        "–".into()
+    } else if bytes.abs() < 1_000.0 {
+        format!("{bytes:.0} B")
+    } else {
+        format!("{:.2} kB", bytes / 1_000.0)
     }
 }
 
@@ -252,6 +265,11 @@ mod tests {
         assert_eq!(fmt_bytes(6_246.0), "6.1 KiB");
         assert_eq!(fmt_bytes(-2048.0), "-2.0 KiB");
         assert_eq!(fmt_bytes(40.0 * 1024.0 * 1024.0), "40.0 MiB");
+        // The WASM the goal's 100 KB is read against: 95.5 KiB is 97.8 kB.
+        assert_eq!(fmt_kb(97_800.0), "97.80 kB");
+        assert_eq!(fmt_kb(8_040.0), "8.04 kB");
+        assert_eq!(fmt_kb(812.0), "812 B");
+        assert_eq!(fmt_kb(f64::NAN), "–");
         assert_eq!(fmt_rate(950.0), "950/s");
         assert_eq!(fmt_rate(12_345.0), "12.3k/s");
         assert_eq!(fmt_rate(1_250_000.0), "1.25M/s");

@@ -185,6 +185,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub expect_sequential_ids: bool,
 
+    /// Every connection must carry ids 1 to N (implies --expect-sequential-ids): ids that
+    /// never came count as missing, the last ones and all N of a stream that carried none
+    /// included. Without it a connection is owed ids up to the highest it saw.
+    #[arg(long, value_name = "N")]
+    pub expect_ids: Option<u64>,
+
     /// Server process to sample for memory and CPU (repeatable; summed).
     #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
@@ -265,6 +271,8 @@ pub struct Plan {
     pub source_addrs: Vec<IpAddr>,
     /// What connections check.
     pub tracking: Tracking,
+    /// With [`Tracking::SequentialIds`]: the ids 1..=N each connection must carry.
+    pub expected_ids: Option<u64>,
     /// Longest line or event.
     pub max_event_bytes: usize,
     /// Publishing, if any.
@@ -312,6 +320,8 @@ pub struct Params {
     pub source_addrs: Vec<IpAddr>,
     /// What was checked.
     pub tracking: Tracking,
+    /// Ids 1..=N owed to each connection (`--expect-ids`); null: up to the highest seen.
+    pub expected_ids: Option<u64>,
     /// Bytes.
     pub max_event_bytes: usize,
     /// Publish API.
@@ -413,14 +423,18 @@ impl RunArgs {
         let source_addrs = first.source_addrs(self.connections, self.source_addrs);
         let mut subscribe_headers = parse_headers(&self.headers)?;
 
-        let tracking = match (self.api, self.expect_sequential_ids) {
+        if self.expect_ids == Some(0) {
+            return Err(range("expect-ids", "at least 1", 0));
+        }
+        let sequential = self.expect_sequential_ids || self.expect_ids.is_some();
+        let tracking = match (self.api, sequential) {
             (Api::None, false) => Tracking::Off,
             (Api::None, true) => Tracking::SequentialIds,
             (_, false) => Tracking::Published,
             (_, true) => {
                 return Err(ConfigError::Conflict(
-                    "--expect-sequential-ids checks streams that number their own events; \
-                     it cannot be combined with --api"
+                    "--expect-sequential-ids and --expect-ids check streams that number their \
+                     own events; they cannot be combined with --api"
                         .into(),
                 ))
             }
@@ -512,6 +526,7 @@ impl RunArgs {
             conns_per_worker: self.conns_per_worker,
             source_addrs,
             tracking,
+            expected_ids: self.expect_ids,
             max_event_bytes: self.max_event_bytes,
             publish,
             publish_after_ramp: self.publish_after_ramp,
@@ -559,6 +574,7 @@ impl Plan {
                 targets: targets.clone(),
                 source_addrs: self.source_addrs.clone(),
                 tracking: self.tracking,
+                expected_ids: self.expected_ids,
                 connect_timeout_ms: u64::try_from(self.connect_timeout.as_millis())
                     .unwrap_or(u64::MAX),
                 max_event_bytes: self.max_event_bytes,
@@ -593,6 +609,7 @@ impl Plan {
             in_process: self.in_process,
             source_addrs: self.source_addrs.clone(),
             tracking: self.tracking,
+            expected_ids: self.expected_ids,
             max_event_bytes: self.max_event_bytes,
             api: publish.map_or(Api::None, |publish| publish.api),
             publish_url: publish.map(|publish| publish.target.url.clone()),
@@ -697,6 +714,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(plan.tracking, Tracking::SequentialIds);
+        assert_eq!(plan.expected_ids, None);
         assert!(plan.publish.is_none());
         assert_eq!(plan.workers(), 3);
         assert_eq!(plan.source_addrs.len(), 2);
@@ -707,6 +725,31 @@ mod tests {
             .request
             .starts_with("GET /stream HTTP/1.1\r\n"));
         assert_eq!(plan.duration, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn expect_ids_owes_every_stream_a_known_count() {
+        let plan = parse(&[
+            "--subscribe-url",
+            "http://127.0.0.1:3000/stream",
+            "--expect-ids",
+            "20",
+        ])
+        .unwrap();
+        // Implies the sequential check, and every worker learns the count.
+        assert_eq!(plan.tracking, Tracking::SequentialIds);
+        assert_eq!(plan.expected_ids, Some(20));
+        assert_eq!(plan.worker_specs(1, 2)[0].expected_ids, Some(20));
+        assert_eq!(plan.params().expected_ids, Some(20));
+        let with_both = parse(&[
+            "--subscribe-url",
+            "http://127.0.0.1:3000/stream",
+            "--expect-sequential-ids",
+            "--expect-ids",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(with_both.expected_ids, Some(5));
     }
 
     #[test]
@@ -788,6 +831,15 @@ mod tests {
                 "http://127.0.0.1/p",
                 "--subscriber-jwt",
             ],
+            &[
+                "--api",
+                "nchan",
+                "--publish-url",
+                "http://127.0.0.1/p",
+                "--expect-ids",
+                "20",
+            ],
+            &["--expect-ids", "0"],
             &["-c", "0"],
             &["-c", "200001"],
             &["-d", "2h"],

@@ -97,6 +97,10 @@ pub struct WorkerSpec {
     pub source_addrs: Vec<IpAddr>,
     /// What to check.
     pub tracking: Tracking,
+    /// With [`Tracking::SequentialIds`]: every connection is owed ids 1..=N (rather than
+    /// up to the highest it saw), so lost last ids and empty streams count as missing.
+    #[serde(default)]
+    pub expected_ids: Option<u64>,
     /// Longest wait for the TCP connection and the response head, milliseconds.
     pub connect_timeout_ms: u64,
     /// Longest line or event accepted.
@@ -258,6 +262,11 @@ pub struct WorkerSummary {
     pub connections_with_missing: u64,
     /// Connections that received at least one duplicate.
     pub connections_with_duplicates: u64,
+    /// Connections the server ended (end of body or EOF) with every owed number received
+    /// exactly once and nothing else: for the counter stream, streams that ran to their end
+    /// correctly.
+    #[serde(default)]
+    pub connections_complete: u64,
     /// Events received per established connection.
     pub events_per_connection: Counts,
     /// The worker process's own memory and CPU at the end (absent for thread workers).

@@ -80,7 +80,7 @@ pub struct PublishLog {
     pub backlogged: u64,
     /// Time from writing a request to the end of its response, successful ones only.
     pub latency: Latency,
-    /// When the first update was sent, and the last.
+    /// When the first update was sent.
     pub first_sent: Option<Instant>,
     /// When the last update was sent.
     pub last_sent: Option<Instant>,
@@ -101,6 +101,34 @@ impl PublishLog {
             first_sent: None,
             last_sent: None,
         })
+    }
+
+    /// Seconds of publishing: from the first send to the last, plus one interval (`1 /
+    /// rate`) for the last update's own slot, so that `n` updates sent on schedule span
+    /// `n / rate` (a single one `1 / rate`). The wait for requests still unanswered after
+    /// the last send is not publishing and is left out: counting it made a server that
+    /// answers slowly look like one the publisher could not keep up with. 0 when nothing
+    /// was sent; without a usable rate, just first to last.
+    pub fn window_s(&self, rate: f64) -> f64 {
+        let (Some(first), Some(last)) = (self.first_sent, self.last_sent) else {
+            return 0.0;
+        };
+        let slot = if rate.is_finite() && rate > 0.0 {
+            1.0 / rate
+        } else {
+            0.0
+        };
+        last.saturating_duration_since(first).as_secs_f64() + slot
+    }
+
+    /// Updates sent per second of [`PublishLog::window_s`]; 0 when that is 0.
+    pub fn achieved_rate(&self, rate: f64) -> f64 {
+        let window = self.window_s(rate);
+        if window > 0.0 {
+            self.timeline.len() as f64 / window
+        } else {
+            0.0
+        }
     }
 
     /// Send times and failures not yet passed on: `(first seq, send times, failed seqs)`.
@@ -396,5 +424,43 @@ mod tests {
         assert_eq!(log.take_unforwarded(), (4, vec![], vec![]));
         assert_eq!(log.failed, 2);
         assert_eq!(log.timeline.failed_count(), 1);
+    }
+
+    /// Records a send at `at`, the way `publish_one` does.
+    fn sent_at(log: &mut PublishLog, at: Instant) {
+        log.timeline.push(payload::unix_nanos());
+        log.first_sent.get_or_insert(at);
+        log.last_sent = Some(at);
+    }
+
+    #[test]
+    fn the_window_spans_the_sends_not_the_wait_for_answers() {
+        // 100 updates at 10/s sent on time over 9.9 s (nchan at 10,000 subscribers); the
+        // publisher then waited 1.4 s more for answers, which is not publishing time.
+        let start = Instant::now();
+        let mut log = PublishLog::new().unwrap();
+        assert_eq!(log.window_s(10.0), 0.0);
+        assert_eq!(log.achieved_rate(10.0), 0.0);
+        for n in 0..100 {
+            sent_at(&mut log, start + Duration::from_millis(n * 100));
+        }
+        assert!((log.window_s(10.0) - 10.0).abs() < 1e-9);
+        assert!((log.achieved_rate(10.0) - 10.0).abs() < 1e-9);
+
+        // One update: one slot of the schedule, so the rate asked for.
+        let mut one = PublishLog::new().unwrap();
+        sent_at(&mut one, start);
+        assert!((one.window_s(4.0) - 0.25).abs() < 1e-9);
+        assert!((one.achieved_rate(4.0) - 4.0).abs() < 1e-9);
+        // No usable rate: no slot, and no rate from a zero window.
+        assert_eq!(one.window_s(0.0), 0.0);
+        assert_eq!(one.achieved_rate(f64::NAN), 0.0);
+
+        // A slipped schedule shows: 10 updates over 1.9 s at 10/s is 5/s.
+        let mut slow = PublishLog::new().unwrap();
+        for n in 0..10 {
+            sent_at(&mut slow, start + Duration::from_millis(n * 211));
+        }
+        assert!((slow.achieved_rate(10.0) - 10.0 / 2.0).abs() < 0.01);
     }
 }

@@ -37,7 +37,10 @@ pub struct Report {
     pub events: EventsReport,
     /// Missing and duplicated updates.
     pub sequence: SequenceReport,
-    /// Publish-to-receive latency of stamped events, microseconds.
+    /// Publish-to-receive latency, microseconds, of first deliveries: with `--api`, a stamped
+    /// event counts only the first time its update reaches a connection that was owed it
+    /// (duplicates, arrivals from before the connection opened and ones too late to tell
+    /// are left out: they are counted in `sequence`). Without `--api`, every stamped event.
     pub latency_us: LatencySummary,
     /// The publisher, if it ran.
     pub publish: Option<PublishReport>,
@@ -117,7 +120,8 @@ pub struct EventsReport {
     /// The busiest one-second sample.
     pub per_second_peak: f64,
     /// Stamped events received per second of publishing (deliveries/s): all stamped
-    /// events over the publishing window (see the samples for the rate second by second).
+    /// events over the publish window, `publish.window_s` (see the samples for the rate
+    /// second by second).
     pub deliveries_per_second: Option<f64>,
     /// Events per established connection.
     pub per_connection: CountsSummary,
@@ -135,8 +139,12 @@ pub struct SequenceReport {
     pub connections_with_missing: u64,
     /// Connections that received at least one twice.
     pub connections_with_duplicates: u64,
-    /// `1 - missing / owed` (1 when nothing was owed).
-    pub delivered_ratio: f64,
+    /// Connections the server ended with every owed number received exactly once and
+    /// nothing else (with `--expect-ids N`: ids 1..=N, no more): streams that ran to their
+    /// end correctly.
+    pub connections_complete: u64,
+    /// `1 - missing / owed`; null when nothing was owed.
+    pub delivered_ratio: Option<f64>,
 }
 
 /// The publisher's figures.
@@ -158,9 +166,11 @@ pub struct PublishReport {
     pub failures: BTreeMap<String, u64>,
     /// Times the schedule waited for a free connection.
     pub backlogged: u64,
-    /// Updates per second actually sent.
+    /// Updates per second actually sent: `sent / window_s`.
     pub achieved_rate: f64,
-    /// Seconds between the first and last send.
+    /// Seconds of publishing: from the first send to the last plus one interval of the
+    /// schedule (`1 / target_rate`), so that updates sent on time give `target_rate`; the
+    /// wait for unanswered requests after the last send is not included.
     pub window_s: f64,
     /// Time to the publish response, microseconds (successful requests).
     pub latency_us: LatencySummary,
@@ -173,7 +183,8 @@ pub struct ServerReport {
     pub pids: Vec<u32>,
     /// Resident memory before any connection, KiB.
     pub rss_kb_before: u64,
-    /// Resident memory once every connection was made and a second passed, KiB.
+    /// Resident memory as soon as every connection had been made or had failed (sampled
+    /// when the coordinator learns of the last one, right after it settled), KiB.
     pub rss_kb_after_ramp: Option<u64>,
     /// Connections open at that moment.
     pub open_after_ramp: Option<u64>,

@@ -10,13 +10,7 @@
 //! itself: after `duration`, on Ctrl-C, when every stream has ended (nothing published and
 //! no connection left open), or if every worker is gone.
 
-use std::{
-    cell::{Cell, RefCell},
-    collections::BTreeMap,
-    io,
-    rc::Rc,
-    time::Duration,
-};
+use std::{cell::RefCell, collections::BTreeMap, io, rc::Rc, time::Duration};
 
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -203,7 +197,6 @@ async fn coordinate(plan: &Plan, launch: Launch) -> Result<Report, RunError> {
 
     // The publisher.
     let stop_publishing = CancellationToken::new();
-    let publish_window = Rc::new(Cell::new((None::<Instant>, None::<Instant>)));
     let mut publisher_task: Option<JoinHandle<()>> = match &plan.publish {
         Some(publish_plan) => {
             let log = Rc::new(RefCell::new(PublishLog::new()?));
@@ -212,7 +205,6 @@ async fn coordinate(plan: &Plan, launch: Launch) -> Result<Report, RunError> {
             let stop = stop_publishing.clone();
             let ramp_complete = Rc::clone(&coordinator.ramp_complete);
             let after_ramp = plan.publish_after_ramp;
-            let window = Rc::clone(&publish_window);
             Some(tokio::task::spawn_local(async move {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -224,10 +216,7 @@ async fn coordinate(plan: &Plan, launch: Launch) -> Result<Report, RunError> {
                         () = ramp_complete.notified() => {}
                     }
                 }
-                window.set((Some(Instant::now()), None));
                 publisher.run(stop).await;
-                let (began, _) = window.get();
-                window.set((began, Some(Instant::now())));
             }))
         }
         None => None,
@@ -356,7 +345,6 @@ async fn coordinate(plan: &Plan, launch: Launch) -> Result<Report, RunError> {
         worker_count,
         own_cpu: (own_after.0 - own_before.0, own_after.1 - own_before.1),
         wall,
-        publish_window: publish_window.get(),
     })
 }
 
@@ -418,7 +406,6 @@ struct FinishInfo {
     /// CPU seconds of this process and of waited-for children during the run.
     own_cpu: (f64, f64),
     wall: f64,
-    publish_window: (Option<Instant>, Option<Instant>),
 }
 
 impl Coordinator<'_> {
@@ -607,6 +594,7 @@ impl Coordinator<'_> {
         let mut seq = SeqCounts::default();
         let mut connections_with_missing = 0;
         let mut connections_with_duplicates = 0;
+        let mut connections_complete = 0;
         let mut per_connection = Counts::default();
         let mut worker_peak_rss_kb = Vec::new();
         let mut workers_lost = 0;
@@ -628,6 +616,7 @@ impl Coordinator<'_> {
             seq.add(&summary.seq);
             connections_with_missing += summary.connections_with_missing;
             connections_with_duplicates += summary.connections_with_duplicates;
+            connections_complete += summary.connections_complete;
             per_connection.merge(&summary.events_per_connection);
             if let Some(process) = &summary.process {
                 worker_peak_rss_kb.push(process.hwm_kb);
@@ -648,11 +637,7 @@ impl Coordinator<'_> {
         let publish = match (&self.plan.publish, &self.publish_log) {
             (Some(plan), Some(log)) => {
                 let log = log.borrow();
-                let window_s = match info.publish_window {
-                    (Some(began), Some(ended)) => ended.duration_since(began).as_secs_f64(),
-                    (Some(began), None) => info.stopped_at.duration_since(began).as_secs_f64(),
-                    _ => 0.0,
-                };
+                let window_s = log.window_s(plan.rate);
                 Some(PublishReport {
                     api: plan.api,
                     url: plan.target.url.clone(),
@@ -662,11 +647,7 @@ impl Coordinator<'_> {
                     failed: log.failed,
                     failures: log.failures.clone(),
                     backlogged: log.backlogged,
-                    achieved_rate: if window_s > 0.0 {
-                        log.timeline.len() as f64 / window_s
-                    } else {
-                        0.0
-                    },
+                    achieved_rate: log.achieved_rate(plan.rate),
                     window_s,
                     latency_us: log.latency.summary(),
                 })
@@ -725,11 +706,7 @@ impl Coordinator<'_> {
             Tracking::Off => None,
             tracking => Some(tracking),
         };
-        let delivered_ratio = if seq.owed == 0 {
-            1.0
-        } else {
-            1.0 - seq.missing as f64 / seq.owed as f64
-        };
+        let delivered_ratio = seq.delivered_ratio();
 
         Ok(Report {
             loadgen_version: env!("CARGO_PKG_VERSION"),
@@ -776,6 +753,7 @@ impl Coordinator<'_> {
                 counts: seq,
                 connections_with_missing,
                 connections_with_duplicates,
+                connections_complete,
                 delivered_ratio,
             },
             latency_us: latency.summary(),

@@ -116,6 +116,18 @@ impl SeqCounts {
         self.early += other.early;
         self.late += other.late;
     }
+
+    /// `1 - missing / owed`; `None` when nothing was owed, since a connection that was owed
+    /// nothing has delivered no share of anything (reporting 1 would read as "all arrived").
+    pub fn delivered_ratio(&self) -> Option<f64> {
+        (self.owed > 0).then(|| 1.0 - self.missing as f64 / self.owed as f64)
+    }
+
+    /// Whether every owed number arrived exactly once and nothing else did: none missing,
+    /// duplicated, late, or from before the connection's first tracked number.
+    pub fn is_exact(&self) -> bool {
+        self.missing == 0 && self.duplicates == 0 && self.late == 0 && self.early == 0
+    }
 }
 
 /// The received-set of one connection.
@@ -456,5 +468,47 @@ mod tests {
         total.add(&one);
         assert_eq!(total.owed, 6);
         assert_eq!(total.late, 10);
+        assert!(!total.is_exact());
+    }
+
+    #[test]
+    fn nothing_owed_has_no_delivered_ratio() {
+        assert_eq!(SeqCounts::default().delivered_ratio(), None);
+        let counts = SeqCounts {
+            owed: 40,
+            missing: 4,
+            ..SeqCounts::default()
+        };
+        assert_eq!(counts.delivered_ratio(), Some(0.9));
+        assert!(!counts.is_exact());
+        let exact = SeqCounts {
+            owed: 40,
+            ..SeqCounts::default()
+        };
+        assert_eq!(exact.delivered_ratio(), Some(1.0));
+        assert!(exact.is_exact());
+        for other in [
+            SeqCounts {
+                duplicates: 1,
+                ..exact
+            },
+            SeqCounts { late: 1, ..exact },
+            SeqCounts { early: 1, ..exact },
+        ] {
+            assert!(!other.is_exact(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_known_length_owes_the_lost_tail_and_an_empty_stream() {
+        // Ids 1..=20 expected; 18..=20 never came. Finishing at the highest id seen (17)
+        // would owe 17 and find nothing missing.
+        let tracker = track(1, 1..=17, &Owed::Every);
+        let counts = tracker.finish(Some(20), &Owed::Every);
+        assert_eq!((counts.owed, counts.missing), (20, 3));
+        // A stream that carried no id at all owes every one.
+        let empty = SeqTracker::new(1);
+        let counts = empty.finish(Some(20), &Owed::Every);
+        assert_eq!((counts.owed, counts.missing), (20, 20));
     }
 }

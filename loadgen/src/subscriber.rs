@@ -26,7 +26,7 @@ use crate::{
     http1::{self, BodyDecoder, HttpError, ResponseHead},
     payload,
     protocol::{count_failure, Tracking},
-    seqtrack::{Owed, SeqTracker},
+    seqtrack::{Delivery, Owed, SeqTracker},
     sse::{Event, SseError, SseHandler, SseParser},
     worker::{ConnRecord, Live, WorkerContext},
 };
@@ -117,6 +117,7 @@ pub(crate) async fn run(index: usize, ctx: Rc<WorkerContext>) {
     };
 
     let closed_ns = payload::unix_nanos();
+    let closed_by_server = matches!(ending, Ending::ClosedByServer);
     let mut live = ctx.live.borrow_mut();
     match ending {
         Ending::ClosedByServer => live.connections.closed_by_server += 1,
@@ -133,6 +134,7 @@ pub(crate) async fn run(index: usize, ctx: Rc<WorkerContext>) {
         tracker: conn.tracker,
         established_ns,
         closed_ns,
+        closed_by_server,
     });
 }
 
@@ -316,19 +318,26 @@ impl SseHandler for Deliveries<'_> {
         live.events.count_type(event.type_name());
         if let Some(stamp) = payload::decode(event.data) {
             live.events.stamped += 1;
-            let micros = match self.now_ns.checked_sub(stamp.sent_ns) {
-                Some(nanos) => nanos / 1000,
-                None => {
-                    live.events.negative_latency += 1;
-                    0
+            // Only an update's first arrival on this connection says how long delivery
+            // took: a duplicate (or one too late to tell from one) would add the time
+            // since the first, and an update sent before the connection opened the time
+            // before it. The tracker counts those (duplicates, late, early) instead.
+            let first = match (self.tracking, self.tracker.as_deref_mut()) {
+                (Tracking::Published, Some(tracker)) => {
+                    tracker.record(stamp.seq, &self.owed) == Delivery::New
                 }
+                _ => true,
             };
-            live.latency.record(micros);
-            live.interval.record(micros);
-            if self.tracking == Tracking::Published {
-                if let Some(tracker) = self.tracker.as_deref_mut() {
-                    tracker.record(stamp.seq, &self.owed);
-                }
+            if first {
+                let micros = match self.now_ns.checked_sub(stamp.sent_ns) {
+                    Some(nanos) => nanos / 1000,
+                    None => {
+                        live.events.negative_latency += 1;
+                        0
+                    }
+                };
+                live.latency.record(micros);
+                live.interval.record(micros);
             }
         }
         if self.tracking == Tracking::SequentialIds && event.has_id {
@@ -418,6 +427,60 @@ mod tests {
         drop(server);
         client.readable().await.expect("readable");
         assert_eq!(read_now(&client, &mut buf).expect("end of stream"), 0);
+    }
+
+    #[test]
+    fn latency_counts_first_deliveries_only() {
+        use crate::{
+            payload::Stamp,
+            sse::{Event, SseHandler},
+            timeline::Timeline,
+            worker::Live,
+        };
+        // Updates 1..=5 sent at 100, 200, … ns; the connection opened at 250 with 1 and 2
+        // in the log, so it tracks from 3.
+        let mut timeline = Timeline::new();
+        for i in 1..=5 {
+            timeline.push(i * 100);
+        }
+        let mut live = Live::new().expect("histograms");
+        let mut tracker = SeqTracker::new(3);
+        let mut events = 0;
+        let mut deliveries = Deliveries {
+            events: &mut events,
+            tracker: Some(&mut tracker),
+            live: &mut live,
+            owed: Owed::Published {
+                timeline: &timeline,
+                after_ns: 250,
+                before_ns: u64::MAX,
+            },
+            tracking: Tracking::Published,
+            now_ns: 1_000_000,
+        };
+        let mut data = Vec::new();
+        // 2 was sent before the connection opened, 3 comes twice.
+        for seq in [2, 3, 3, 4, 5] {
+            payload::encode(
+                Stamp {
+                    seq,
+                    sent_ns: seq * 100,
+                },
+                0,
+                &mut data,
+            );
+            deliveries.on_event(&Event {
+                event_type: b"",
+                data: &data,
+                last_id: b"",
+                has_id: false,
+            });
+        }
+        assert_eq!(live.events.stamped, 5);
+        assert_eq!(live.latency.count(), 3);
+        assert_eq!(live.interval.count(), 3);
+        let counts = tracker.finish(Some(5), &Owed::Every);
+        assert_eq!((counts.early, counts.duplicates), (1, 1));
     }
 
     #[test]

@@ -51,12 +51,31 @@ pub(crate) struct Live {
     announced_ended: bool,
 }
 
+impl Live {
+    /// Nothing counted yet.
+    pub fn new() -> Result<Self, StatsError> {
+        Ok(Self {
+            connections: ConnCounts::default(),
+            failures: BTreeMap::new(),
+            events: EventCounts::default(),
+            latency: Latency::new()?,
+            interval: Latency::new()?,
+            ramp_done: false,
+            last_settled_ns: 0,
+            announced_settled: false,
+            announced_ended: false,
+        })
+    }
+}
+
 /// What a finished connection leaves for the summary.
 pub(crate) struct ConnRecord {
     pub events: u64,
     pub tracker: Option<SeqTracker>,
     pub established_ns: u64,
     pub closed_ns: u64,
+    /// The server ended the stream (rather than an error or the end of the run).
+    pub closed_by_server: bool,
 }
 
 /// State shared by a worker's connections.
@@ -186,6 +205,17 @@ async fn ramp(ctx: Rc<WorkerContext>, tasks: TaskTracker) {
     ctx.check_milestones(&mut live);
 }
 
+/// The last id a connection of the counter stream is owed: the expected count when one was
+/// given (so the ids lost at the end of a stream, or a whole stream that carried none, are
+/// missing), raised to the highest id seen if the stream ran past it (so the extra ids show
+/// as owed beyond the count); without a count, the highest id seen.
+fn sequential_end(expected: Option<u64>, tracker: &SeqTracker) -> Option<u64> {
+    match (expected, tracker.max_seen()) {
+        (Some(expected), Some(seen)) => Some(expected.max(seen)),
+        (expected, seen) => expected.or(seen),
+    }
+}
+
 /// The `Instant` at which the wall clock reads `unix_ns`.
 fn instant_at(unix_ns: u64) -> Instant {
     Instant::now() + Duration::from_nanos(unix_ns.saturating_sub(payload::unix_nanos()))
@@ -201,17 +231,7 @@ impl WorkerContext {
                 .collect(),
             spec,
             stop: CancellationToken::new(),
-            live: RefCell::new(Live {
-                connections: ConnCounts::default(),
-                failures: BTreeMap::new(),
-                events: EventCounts::default(),
-                latency: Latency::new()?,
-                interval: Latency::new()?,
-                ramp_done: false,
-                last_settled_ns: 0,
-                announced_settled: false,
-                announced_ended: false,
-            }),
+            live: RefCell::new(Live::new()?),
             timeline: RefCell::new(Timeline::new()),
             records: RefCell::new(Vec::new()),
             milestone: Notify::new(),
@@ -240,6 +260,7 @@ impl WorkerContext {
         let mut seq = SeqCounts::default();
         let mut connections_with_missing = 0;
         let mut connections_with_duplicates = 0;
+        let mut connections_complete = 0;
         let mut events_per_connection = Counts::default();
         for record in records.iter() {
             events_per_connection.record(record.events);
@@ -255,11 +276,23 @@ impl WorkerContext {
                         before_ns: record.closed_ns,
                     },
                 ),
-                Tracking::SequentialIds => tracker.finish(tracker.max_seen(), &Owed::Every),
+                Tracking::SequentialIds => tracker.finish(
+                    sequential_end(self.spec.expected_ids, tracker),
+                    &Owed::Every,
+                ),
                 Tracking::Off => continue,
             };
             connections_with_missing += u64::from(counts.missing > 0);
             connections_with_duplicates += u64::from(counts.duplicates > 0);
+            // A counter stream that ran past its count did not end correctly either.
+            let within_count = match (self.spec.tracking, self.spec.expected_ids) {
+                (Tracking::SequentialIds, Some(expected)) => {
+                    tracker.max_seen().unwrap_or(0) <= expected
+                }
+                _ => true,
+            };
+            connections_complete +=
+                u64::from(record.closed_by_server && counts.is_exact() && within_count);
             seq.add(&counts);
         }
         WorkerSummary {
@@ -272,8 +305,84 @@ impl WorkerContext {
             seq,
             connections_with_missing,
             connections_with_duplicates,
+            connections_complete,
             events_per_connection,
             process: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(tracking: Tracking, expected_ids: Option<u64>) -> WorkerContext {
+        WorkerContext::new(WorkerSpec {
+            index: 0,
+            workers: 1,
+            connections: 4,
+            ramp_rate: 1.0,
+            start_unix_ns: 0,
+            deadline_unix_ns: 0,
+            targets: Vec::new(),
+            source_addrs: Vec::new(),
+            tracking,
+            expected_ids,
+            connect_timeout_ms: 1,
+            max_event_bytes: 1024,
+        })
+        .unwrap()
+    }
+
+    fn record(ids: impl IntoIterator<Item = u64>, closed_by_server: bool) -> ConnRecord {
+        let mut tracker = SeqTracker::new(1);
+        let mut events = 0;
+        for id in ids {
+            tracker.record(id, &Owed::Every);
+            events += 1;
+        }
+        ConnRecord {
+            events,
+            tracker: Some(tracker),
+            established_ns: 1,
+            closed_ns: 2,
+            closed_by_server,
+        }
+    }
+
+    fn counter_records() -> Vec<ConnRecord> {
+        vec![
+            // Ids 1..=20, ended by the server: the one complete stream.
+            record(1..=20, true),
+            // The last three ids lost.
+            record(1..=17, true),
+            // Nothing at all.
+            record([], true),
+            // Every id, but it ended in an error.
+            record(1..=20, false),
+            // One id past the count.
+            record(1..=21, true),
+        ]
+    }
+
+    #[test]
+    fn counter_streams_owe_every_expected_id() {
+        let ctx = context(Tracking::SequentialIds, Some(20));
+        *ctx.records.borrow_mut() = counter_records();
+        let summary = ctx.summary();
+        assert_eq!(summary.seq.owed, 20 * 4 + 21);
+        assert_eq!(summary.seq.missing, 3 + 20);
+        assert_eq!(summary.connections_with_missing, 2);
+        assert_eq!(summary.connections_complete, 1);
+    }
+
+    #[test]
+    fn without_a_count_ids_are_owed_up_to_the_highest_seen() {
+        let ctx = context(Tracking::SequentialIds, None);
+        *ctx.records.borrow_mut() = counter_records();
+        let summary = ctx.summary();
+        assert_eq!(summary.seq.owed, 20 + 17 + 20 + 21);
+        assert_eq!(summary.seq.missing, 0);
+        assert_eq!(summary.connections_complete, 4);
     }
 }

@@ -6,9 +6,11 @@
 //! - `GET /count?n=N&interval_ms=M[&skip=K][&twice=K]`: a chunked stream of `tick` events
 //!   with ids 1..=N (leaving out id `skip`, sending id `twice` two times), then `end_event`,
 //!   then the end of the body (like Pulse's `/stream`).
-//! - `GET /subscribe?topic=T`: a close-delimited stream with CRLF line endings and
-//!   keep-alive comments, one event per update published to T (sse-starlette's contract).
-//! - `POST /publish?topic=T`: publishes the body to T; `204`. `POST /fail`: `500`.
+//! - `GET /subscribe?topic=T[&twice=1]`: a close-delimited stream with CRLF line endings and
+//!   keep-alive comments, one event per update published to T (sse-starlette's contract),
+//!   or two with `twice`.
+//! - `POST /publish?topic=T[&delay_ms=M]`: publishes the body to T; `204`, after M ms.
+//!   `POST /fail`: `500`.
 
 use std::{
     collections::HashMap,
@@ -136,10 +138,11 @@ async fn serve(mut stream: TcpStream, topics: Topics) {
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n: hello\r\n\r\n")
                 .await;
             let mut keep_alive = tokio::time::interval(Duration::from_millis(200));
+            let times = if params.contains_key("twice") { 2 } else { 1 };
             loop {
                 let bytes = tokio::select! {
                     update = updates.recv() => match update {
-                        Ok(data) => [b"event: update\r\ndata: ".as_slice(), &data, b"\r\n\r\n"].concat(),
+                        Ok(data) => [b"event: update\r\ndata: ".as_slice(), &data, b"\r\n\r\n"].concat().repeat(times),
                         Err(_) => return,
                     },
                     _ = keep_alive.tick() => b": keep-alive\r\n\r\n".to_vec(),
@@ -152,6 +155,7 @@ async fn serve(mut stream: TcpStream, topics: Topics) {
             if let Some(sender) = topics.lock().unwrap().get(&topic) {
                 let _ = sender.send(body);
             }
+            tokio::time::sleep(Duration::from_millis(number("delay_ms").unwrap_or(0))).await;
             let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         } else if line.starts_with("POST /fail") {
             let _ = stream
@@ -192,7 +196,8 @@ fn counts_a_counter_stream_exactly() {
         "5",
         "-d",
         "5s",
-        "--expect-sequential-ids",
+        "--expect-ids",
+        "12",
     ]);
 
     assert_eq!(report.run.stop_reason, "all_streams_ended");
@@ -224,6 +229,8 @@ fn counts_a_counter_stream_exactly() {
         ),
         (60, 0, 0)
     );
+    assert_eq!(sequence.connections_complete, 5);
+    assert_eq!(sequence.delivered_ratio, Some(1.0));
     assert_eq!(report.latency_us.count, 0);
     assert!(report.loadgen.cpu_s > 0.0);
 }
@@ -247,7 +254,41 @@ fn finds_missing_and_duplicated_ids() {
     assert_eq!(sequence.counts.duplicates, 3);
     assert_eq!(sequence.connections_with_missing, 3);
     assert_eq!(sequence.connections_with_duplicates, 3);
-    assert!((sequence.delivered_ratio - 0.9).abs() < 1e-9);
+    assert_eq!(sequence.connections_complete, 0);
+    assert!((sequence.delivered_ratio.unwrap() - 0.9).abs() < 1e-9);
+}
+
+#[test]
+fn a_known_count_finds_lost_last_ids_and_empty_streams() {
+    // Streams of ids 1..=10: complete ones, ones that lose id 10, and empty ones.
+    let (a, b, c) = (start_server(), start_server(), start_server());
+    let whole = format!("http://{a}/count?n=10&interval_ms=5");
+    let no_tail = format!("http://{b}/count?n=10&interval_ms=5&skip=10");
+    let empty = format!("http://{c}/count?n=0");
+    let report = run(&[
+        "--subscribe-url",
+        &whole,
+        "--subscribe-url",
+        &no_tail,
+        "--subscribe-url",
+        &empty,
+        "-c",
+        "6",
+        "-d",
+        "5s",
+        "--expect-ids",
+        "10",
+    ]);
+    assert_eq!(report.run.stop_reason, "all_streams_ended");
+    assert_eq!(report.connections.closed_by_server, 6);
+    let sequence = &report.sequence;
+    assert_eq!(sequence.mode, Some(Tracking::SequentialIds));
+    assert_eq!(report.params.expected_ids, Some(10));
+    // Every stream is owed 10; the last id of two streams and all of two more are missing.
+    assert_eq!(sequence.counts.owed, 60);
+    assert_eq!(sequence.counts.missing, 2 + 2 * 10);
+    assert_eq!(sequence.connections_with_missing, 4);
+    assert_eq!(sequence.connections_complete, 2);
 }
 
 #[test]
@@ -368,6 +409,85 @@ fn failed_publishes_are_not_owed() {
     assert_eq!(publish.failures["http 500"], publish.sent);
     assert_eq!(report.sequence.counts.owed, 0);
     assert_eq!(report.sequence.counts.missing, 0);
+    // Nothing owed: no ratio, rather than "everything arrived".
+    assert_eq!(report.sequence.delivered_ratio, None);
+}
+
+#[test]
+fn the_publish_rate_leaves_out_the_wait_for_slow_answers() {
+    // Answers take 700 ms; with enough requests in flight the schedule never slips, so the
+    // publisher achieved the rate asked for, however long the last answers took.
+    let addr = start_server();
+    let subscribe = format!("http://{addr}/subscribe?topic={{topic}}");
+    let publish = format!("http://{addr}/publish?topic={{topic}}&delay_ms=700");
+    let report = run(&[
+        "--subscribe-url",
+        &subscribe,
+        "--api",
+        "starlette",
+        "--publish-url",
+        &publish,
+        "-c",
+        "2",
+        "-d",
+        "1s",
+        "--drain",
+        "100ms",
+        "--publish-rate",
+        "20",
+        "--publish-concurrency",
+        "64",
+        "--publish-after-ramp",
+    ]);
+    let publish = report.publish.as_ref().unwrap();
+    assert_eq!(publish.backlogged, 0);
+    assert_eq!(publish.ok, publish.sent);
+    assert!(publish.sent >= 5, "sent {}", publish.sent);
+    // The window is the sends' own span: `sent` slots of 50 ms (give or take a late timer).
+    let slots = publish.sent as f64 / 20.0;
+    assert!(
+        (publish.window_s - slots).abs() < 0.1,
+        "window {} for {} sent",
+        publish.window_s,
+        publish.sent
+    );
+    assert!(
+        (publish.achieved_rate - 20.0).abs() < 2.0,
+        "{}",
+        publish.achieved_rate
+    );
+    let deliveries = report.events.deliveries_per_second.unwrap();
+    assert!((deliveries - 2.0 * 20.0).abs() < 4.0, "{deliveries}");
+}
+
+#[test]
+fn duplicates_are_counted_but_not_timed() {
+    let addr = start_server();
+    let subscribe = format!("http://{addr}/subscribe?topic={{topic}}&twice=1");
+    let publish = format!("http://{addr}/publish?topic={{topic}}");
+    let report = run(&[
+        "--subscribe-url",
+        &subscribe,
+        "--api",
+        "starlette",
+        "--publish-url",
+        &publish,
+        "-c",
+        "3",
+        "-d",
+        "500ms",
+        "--drain",
+        "200ms",
+        "--publish-rate",
+        "40",
+        "--publish-after-ramp",
+    ]);
+    let sent = report.publish.as_ref().unwrap().sent;
+    assert!(sent > 0);
+    assert_eq!(report.events.stamped, 2 * 3 * sent);
+    assert_eq!(report.sequence.counts.duplicates, 3 * sent);
+    assert_eq!(report.sequence.counts.missing, 0);
+    assert_eq!(report.latency_us.count, 3 * sent);
 }
 
 #[test]

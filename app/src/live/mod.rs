@@ -7,5 +7,5 @@ pub mod page_data;
 pub mod post;
 pub mod time;
 
-pub use event_source::{use_event_source, Flow, SseMessage};
+pub use event_source::{use_event_source, Flow, SseMessage, OPENED};
 pub use model::{format_delay, reopen_delay, ConnectionState, Feed, FeedItem, NewItem, Watchers};

@@ -63,18 +63,20 @@ fn CounterFeed() -> impl IntoView {
         |last_id| format!("/stream?lastEventId={}", encode(last_id)),
         &["new_message", "end_event"],
         settings.retry_ms,
-        move |message| {
-            if message.event == "end_event" {
+        move |message| match message.event {
+            "end_event" => {
                 feed.update(|feed| {
                     feed.push_end(message.data);
                 });
                 Flow::Close
-            } else {
+            }
+            "new_message" => {
                 feed.update(|feed| {
                     feed.push(Some(message.id), message.data);
                 });
                 Flow::Continue
             }
+            _ => Flow::Continue,
         },
     );
     let received = move || feed.with(Feed::message_count);

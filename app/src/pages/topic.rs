@@ -15,7 +15,7 @@ use crate::{
         page_data,
         post::encode,
         time::{now_millis, uuid_v7_millis},
-        use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers,
+        use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers, OPENED,
     },
 };
 
@@ -149,7 +149,12 @@ fn TopicRoom() -> impl IntoView {
         &["message", "members", "mercure"],
         BROWSER_RETRY_MS,
         move |event| {
-            if event.event == "mercure" {
+            if event.event == OPENED {
+                // Health notices are sent live and never stored: a hub that recovered while
+                // the page was disconnected would leave the warning up for good. Each new
+                // connection starts healthy; a hub still degraded says so right after.
+                degraded.set(false);
+            } else if event.event == "mercure" {
                 match HubEvent::parse(&event.data) {
                     Some(health) if health.kind == "health" => {
                         degraded.set(health.state == "degraded")
@@ -178,14 +183,6 @@ fn TopicRoom() -> impl IntoView {
         },
     );
 
-    // Health notices are sent live and never stored: a hub that recovered while the page
-    // was disconnected would leave the warning up for good. Each new connection starts
-    // healthy; a hub still degraded says so again right after the stream opens.
-    Effect::new(move |_| {
-        if state.get() == ConnectionState::Live {
-            degraded.set(false);
-        }
-    });
     let state = Signal::derive(move || match state.get() {
         ConnectionState::Live if degraded.get() => ConnectionState::Degraded,
         other => other,

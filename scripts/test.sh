@@ -42,7 +42,9 @@ for profile in debug release; do
   step "Build ($profile)"
   if [[ $profile == release ]]; then cargo leptos build --release; else cargo leptos build; fi
   step "Playwright against the $profile build"
-  (cd end2end && PULSE_SERVER_BIN="$(realpath "$target_dir/$profile/server")" PULSE_PROFILE=$profile npx playwright test)
+  server_bin=$(realpath "$target_dir/$profile/server")
+  [[ -x $server_bin ]] || { echo "no server binary at $server_bin" >&2; exit 1; }
+  (cd end2end && PULSE_SERVER_BIN="$server_bin" PULSE_PROFILE=$profile npx playwright test)
   if [[ $profile == debug ]]; then
     free_disk "the debug builds" "$target_dir/debug" "$target_dir/wasm32-unknown-unknown" "$target_dir/front/wasm32-unknown-unknown/debug"
   fi

@@ -256,8 +256,9 @@ fn TopicRoom() -> impl IntoView {
             </form>
             {move || degraded.get().then(|| view! {
                 <p class="banner-warn" data-testid="degraded">
-                    "The hub cannot store messages right now: sending is paused, and delivery "
-                    "resumes by itself when it recovers."
+                    "The hub cannot store messages right now: what you send meanwhile is "
+                    "refused (nothing is half-sent), and delivery resumes by itself when it "
+                    "recovers."
                 </p>
             })}
             <div

@@ -1,13 +1,24 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './server';
 
-/** Every redis-server these tests started; killed when the test worker exits. */
+/** Every redis-server these tests started and their data folders; killed and removed when
+ * the test worker exits. */
 const children = new Set<ChildProcess>();
-process.on('exit', () => children.forEach((child) => child.kill('SIGKILL')));
+const folders = new Set<string>();
+process.on('exit', () => {
+  children.forEach((child) => child.kill('SIGKILL'));
+  folders.forEach((folder) => {
+    try {
+      rmSync(folder, { recursive: true, force: true });
+    } catch {
+      // A server killed a moment ago may still be writing; a leftover folder in /tmp is fine.
+    }
+  });
+});
 
 /** A real redis-server on a free loopback port, which tests kill and restart. */
 export class RedisProcess {
@@ -19,6 +30,7 @@ export class RedisProcess {
 
   static async start(): Promise<RedisProcess> {
     const redis = new RedisProcess(await freePort(), mkdtempSync(path.join(tmpdir(), 'pulse-redis-')));
+    folders.add(redis.dir);
     await redis.spawn();
     return redis;
   }

@@ -100,7 +100,7 @@ mod browser {
         rc::{Rc, Weak},
     };
 
-    use leptos::prelude::{Set, Update, WriteSignal};
+    use leptos::prelude::{Set, WriteSignal};
     use wasm_bindgen::{closure::Closure, JsCast};
     use web_sys::{Event, EventSource, MessageEvent};
 
@@ -217,9 +217,9 @@ mod browser {
         /// The connection dropped; the browser reconnects by itself.
         fn retrying(&self) {
             if !self.done.get() {
-                let retry_ms = self.retry_ms;
-                self.set_state
-                    .update(|state| *state = ConnectionState::Reconnecting { retry_ms });
+                self.set_state.set(ConnectionState::Reconnecting {
+                    retry_ms: self.retry_ms,
+                });
             }
         }
 

@@ -8,4 +8,4 @@ pub mod post;
 pub mod time;
 
 pub use event_source::{use_event_source, Flow, SseMessage, OPENED};
-pub use model::{format_delay, reopen_delay, ConnectionState, Feed, FeedItem, NewItem, Watchers};
+pub use model::{format_delay, ConnectionState, Feed, FeedItem, NewItem, Watchers};

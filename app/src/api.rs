@@ -252,6 +252,25 @@ pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
     Ok(member)
 }
 
+/// Gives an open page a new hub token when the hub no longer accepts the one it has (it
+/// ran out, or a restarted server signs with another key), keeping the membership the page
+/// shows; a token the hub accepts is left as it is (a page being left may ask after another
+/// one replaced it). Returns whether it gave a new one.
+#[server(endpoint = "token")]
+pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
+    let backend = backend()?;
+    let headers = request_headers().await?;
+    if backend.membership(&headers).is_some() {
+        return Ok(false);
+    }
+    set_cookie(
+        &backend
+            .token_cookie(&headers, member)
+            .map_err(TopicError::Unavailable)?,
+    );
+    Ok(true)
+}
+
 /// Makes the server answer the page being rendered with `404 Not Found`.
 #[cfg(feature = "ssr")]
 pub fn set_not_found_status() {

@@ -32,8 +32,14 @@ pub trait TopicBackend: Send + Sync + 'static {
     /// members-only access when `member`), for a request with `headers`.
     fn token_cookie(&self, headers: &http::HeaderMap, member: bool) -> Result<String, String>;
 
+    /// Whether the request's token gives members-only access; `None` when the request has
+    /// no token the hub accepts (none, one that ran out, or one signed with another key).
+    fn membership(&self, headers: &http::HeaderMap) -> Option<bool>;
+
     /// Whether the request's token gives members-only access.
-    fn is_member(&self, headers: &http::HeaderMap) -> bool;
+    fn is_member(&self, headers: &http::HeaderMap) -> bool {
+        self.membership(headers) == Some(true)
+    }
 }
 
 /// A topic as one reader sees it at one moment.

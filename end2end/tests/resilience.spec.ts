@@ -1,6 +1,7 @@
 import { test, expect } from './support/fixtures';
 import { PulseServer } from './support/server';
 import { selfSignedCertificate } from './support/tls';
+import { HUB_FLAGS, publish } from './support/mercure';
 
 const allMessages = Array.from({ length: 20 }, (_, i) => `Counter value ${i + 1}`);
 
@@ -63,6 +64,36 @@ test('when a proxy refuses the reconnect, the page tries again later and resumes
   await expect(items).toHaveText([...allMessages, 'End of the stream']);
   await expect(status).toHaveAttribute('data-state', 'ended');
   expect(await restarted.metric('pulse_stream_resumes_total{stream="counter"}')).toBe(1);
+  await restarted.stop();
+});
+
+test('a topic page whose token the restarted server no longer accepts gets a new one and carries on', async ({ page }) => {
+  // No fixed subscriber key: the restarted server signs with a new random one, so the hub
+  // answers the page's reconnect, which carries the old token in its cookie, with 401.
+  const server = await PulseServer.start({ args: HUB_FLAGS });
+  await page.goto(`${server.url}/topics/renewed`);
+  await page.getByRole('button', { name: 'Join as a member' }).click();
+  await expect(page.getByTestId('membership')).toContainText('You are a member');
+  const status = page.getByTestId('status');
+  await expect(status).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('watchers')).toHaveText('1 watching');
+  const before = (await page.context().cookies()).find((cookie) => cookie.name === 'mercure_access_token');
+  expect(before).toBeDefined();
+  // A session cookie, which outlives its token: a reconnect after the token ran out is
+  // refused and the page gets a new one, as here, rather than going without a token.
+  expect(before?.expires).toBe(-1);
+
+  await server.stop();
+  await expect(status).toHaveAttribute('data-state', 'reconnecting');
+  const refused = page.waitForResponse((response) => response.url().includes('/.well-known/mercure?') && response.status() === 401);
+  const restarted = await PulseServer.start({ ...server.options, port: server.port });
+  await refused;
+  await expect(status).toHaveAttribute('data-state', 'live', { timeout: 15_000 });
+  const after = (await page.context().cookies()).find((cookie) => cookie.name === 'mercure_access_token');
+  expect(after?.value).not.toBe(before?.value);
+  // The new token keeps the page's membership.
+  await publish(restarted, 'renewed', 'for members, after the restart', { private: true });
+  await expect(page.getByTestId('feed').locator('li .feed-text')).toHaveText(['for members, after the restart']);
   await restarted.stop();
 });
 

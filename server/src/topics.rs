@@ -154,17 +154,21 @@ impl TopicBackend for HubBackend {
         // still be sent the cookie, or the page would not know they are a member and would
         // hand them a new, non-member one. Other sites' requests from within a page (an
         // EventSource, a form POST) still go without it.
+        //
+        // A session cookie, which outlives its token: the hub ends a stream when its token
+        // runs out, and the page's reconnect must then be refused (so that the page asks
+        // for a new token) rather than go without a cookie and be served as anonymous,
+        // without presence or members-only messages.
         Ok(format!(
-            "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            "{}={token}; Path=/; HttpOnly; SameSite=Lax{secure}",
             service.auth.cookie_name,
-            PAGE_TOKEN_LIFETIME.as_secs()
         ))
     }
 
-    fn is_member(&self, headers: &HeaderMap) -> bool {
+    fn membership(&self, headers: &HeaderMap) -> Option<bool> {
         let service = &self.0;
         let Ok(Some(token)) = auth::extract_token(headers, &[], &service.auth) else {
-            return false;
+            return None;
         };
         let audience = service.resource_identifier(headers, None);
         auth::validate(
@@ -174,6 +178,7 @@ impl TopicBackend for HubBackend {
             &service.auth,
             service.base(),
         )
-        .is_ok_and(|grants| grants.may_read(&["/topics/any"], service.base()))
+        .ok()
+        .map(|grants| grants.may_read(&["/topics/any"], service.base()))
     }
 }

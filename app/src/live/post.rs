@@ -11,28 +11,47 @@ use crate::api::TopicError;
 /// WebAssembly; returns the answer's body (JSON) or the server function's error.
 #[cfg(feature = "hydrate")]
 pub async fn post_form(form: &web_sys::HtmlFormElement) -> Result<String, TopicError> {
+    // The browser collects the fields (skipping disabled ones) and encodes them.
+    let body = web_sys::FormData::new_with_form(form)
+        .and_then(|fields| web_sys::UrlSearchParams::new_with_str_sequence_sequence(&fields))
+        .map_err(|_| TopicError::Transport("cannot read the form".into()))?;
+    post(&form.action(), &body).await
+}
+
+/// Asks the server for a new hub token (the page's cookie) with the same membership, for
+/// the page's next connection to the hub, if the hub no longer accepts the one it has
+/// (see [`crate::api::renew_token`]).
+#[cfg(feature = "hydrate")]
+pub async fn request_token(member: bool) -> Result<String, TopicError> {
+    use leptos::server_fn::ServerFn;
+
+    let body = web_sys::UrlSearchParams::new()
+        .map_err(|_| TopicError::Transport("cannot build the form".into()))?;
+    body.append("member", if member { "true" } else { "false" });
+    post(crate::api::RenewToken::PATH, &body).await
+}
+
+/// Posts `body` form-encoded to `action`; returns the answer's body (JSON) or the server
+/// function's error.
+#[cfg(feature = "hydrate")]
+async fn post(action: &str, body: &web_sys::UrlSearchParams) -> Result<String, TopicError> {
     use wasm_bindgen::JsCast;
     use wasm_bindgen_futures::JsFuture;
 
     let transport = |what: &str| TopicError::Transport(what.to_owned());
-    // The browser collects the fields (skipping disabled ones) and encodes them.
-    let body = web_sys::FormData::new_with_form(form)
-        .and_then(|fields| web_sys::UrlSearchParams::new_with_str_sequence_sequence(&fields))
-        .map_err(|_| transport("cannot read the form"))?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    init.set_body(&body);
+    init.set_body(body);
     let headers = web_sys::Headers::new().map_err(|_| transport("cannot build headers"))?;
     let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
     let _ = headers.set("Accept", "application/json");
     init.set_headers(&headers);
     let window = web_sys::window().ok_or_else(|| transport("no window"))?;
-    let response: web_sys::Response =
-        JsFuture::from(window.fetch_with_str_and_init(&form.action(), &init))
-            .await
-            .map_err(|_| transport("the network request failed"))?
-            .dyn_into()
-            .map_err(|_| transport("no response"))?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(action, &init))
+        .await
+        .map_err(|_| transport("the network request failed"))?
+        .dyn_into()
+        .map_err(|_| transport("no response"))?;
     let text = JsFuture::from(response.text().map_err(|_| transport("no body"))?)
         .await
         .ok()
@@ -68,6 +87,15 @@ pub async fn post_form(form: &leptos::web_sys::HtmlFormElement) -> Result<String
     let _ = form;
     Err(TopicError::Transport(
         "forms are sent from the browser".into(),
+    ))
+}
+
+/// Off the browser there is no token to renew.
+#[cfg(not(feature = "hydrate"))]
+pub async fn request_token(member: bool) -> Result<String, TopicError> {
+    let _ = member;
+    Err(TopicError::Transport(
+        "tokens are renewed from the browser".into(),
     ))
 }
 

@@ -13,7 +13,7 @@ use crate::{
     components::{Composer, ConnectionStatus, FeedList},
     live::{
         page_data,
-        post::encode,
+        post::{encode, request_token},
         time::{now_millis, uuid_v7_millis},
         use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers, OPENED,
     },
@@ -182,6 +182,18 @@ fn TopicRoom() -> impl IntoView {
             Flow::Continue
         },
     );
+
+    // The hub token is the page's cookie, sent with each connection. When the hub refuses
+    // a connection (the page opens another later), the token may be what it refused: it
+    // ran out (the hub also ends a stream then), or a server restarted without a fixed
+    // subscriber key signs with a new key. So the page asks for a new one meanwhile.
+    Effect::new(move |_| {
+        if matches!(state.get(), ConnectionState::Failed { .. }) {
+            leptos::task::spawn_local(async move {
+                let _ = request_token(member).await;
+            });
+        }
+    });
 
     let state = Signal::derive(move || match state.get() {
         ConnectionState::Live if degraded.get() => ConnectionState::Degraded,

@@ -136,11 +136,26 @@ fn backend() -> Result<crate::backend::SharedBackend, TopicError> {
         .ok_or_else(|| TopicError::Unavailable("the server did not provide its hub".into()))
 }
 
+/// Refuses a request another site's page made (a form on another site posting here, which
+/// the browser sends without the page cookie), by the `Sec-Fetch-Site` header browsers send:
+/// another site must not make a reader join or leave the members, or change their token.
 #[cfg(feature = "ssr")]
-async fn request_headers() -> Result<http::HeaderMap, TopicError> {
-    leptos_axum::extract::<http::HeaderMap>()
-        .await
-        .map_err(|error| TopicError::Unavailable(error.to_string()))
+fn refuse_other_sites(request: &http::request::Parts) -> Result<(), TopicError> {
+    match request.headers.get("sec-fetch-site") {
+        Some(site) if site.as_bytes() == b"cross-site" => Err(TopicError::Invalid(
+            "Requests from other sites cannot change membership.".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The head of the request being answered (a page or a server function's call). The hub
+/// needs the URI as well as the headers: over HTTP/2 the host is the URI's authority, and
+/// there is no `Host` header.
+#[cfg(feature = "ssr")]
+fn request_head() -> Result<http::request::Parts, TopicError> {
+    use_context::<http::request::Parts>()
+        .ok_or_else(|| TopicError::Unavailable("the server did not provide the request".into()))
 }
 
 #[cfg(feature = "ssr")]
@@ -159,13 +174,11 @@ fn set_cookie(value: &str) {
 pub fn topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
     check_topic_name(&name)?;
     let backend = backend()?;
-    let headers = use_context::<http::request::Parts>()
-        .map(|parts| parts.headers)
-        .unwrap_or_default();
-    let member = backend.is_member(&headers);
+    let request = request_head()?;
+    let member = backend.is_member(&request);
     set_cookie(
         &backend
-            .token_cookie(&headers, member)
+            .token_cookie(&request, member)
             .map_err(TopicError::Unavailable)?,
     );
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
@@ -225,7 +238,7 @@ pub async fn post_message(
     check_message(&text)?;
     let backend = backend()?;
     let members_only = members_only.is_some();
-    if members_only && !backend.is_member(&request_headers().await?) {
+    if members_only && !backend.is_member(&request_head()?) {
         return Err(TopicError::NotMember);
     }
     let client = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -243,10 +256,11 @@ pub async fn post_message(
 #[server(endpoint = "membership")]
 pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
     let backend = backend()?;
-    let headers = request_headers().await?;
+    let request = request_head()?;
+    refuse_other_sites(&request)?;
     set_cookie(
         &backend
-            .token_cookie(&headers, member)
+            .token_cookie(&request, member)
             .map_err(TopicError::Unavailable)?,
     );
     Ok(member)
@@ -255,17 +269,18 @@ pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
 /// Gives an open page a new hub token when the hub no longer accepts the one it has (it
 /// ran out, or a restarted server signs with another key), keeping the membership the page
 /// shows; a token the hub accepts is left as it is (a page being left may ask after another
-/// one replaced it). Returns whether it gave a new one.
+/// one replaced it), and other sites are refused. Returns whether it gave a new one.
 #[server(endpoint = "token")]
 pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
     let backend = backend()?;
-    let headers = request_headers().await?;
-    if backend.membership(&headers).is_some() {
+    let request = request_head()?;
+    refuse_other_sites(&request)?;
+    if backend.membership(&request).is_some() {
         return Ok(false);
     }
     set_cookie(
         &backend
-            .token_cookie(&headers, member)
+            .token_cookie(&request, member)
             .map_err(TopicError::Unavailable)?,
     );
     Ok(true)

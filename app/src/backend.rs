@@ -29,16 +29,16 @@ pub trait TopicBackend: Send + Sync + 'static {
     fn check_rate(&self, client: IpAddr) -> Result<(), u32>;
 
     /// The `Set-Cookie` value that gives the browser a subscriber token for the hub (with
-    /// members-only access when `member`), for a request with `headers`.
-    fn token_cookie(&self, headers: &http::HeaderMap, member: bool) -> Result<String, String>;
+    /// members-only access when `member`), for `request` (its host is the token's audience).
+    fn token_cookie(&self, request: &http::request::Parts, member: bool) -> Result<String, String>;
 
-    /// Whether the request's token gives members-only access; `None` when the request has
-    /// no token the hub accepts (none, one that ran out, or one signed with another key).
-    fn membership(&self, headers: &http::HeaderMap) -> Option<bool>;
+    /// Whether `request`'s token gives members-only access; `None` when it has no token the
+    /// hub accepts (none, one that ran out, or one signed with another key).
+    fn membership(&self, request: &http::request::Parts) -> Option<bool>;
 
-    /// Whether the request's token gives members-only access.
-    fn is_member(&self, headers: &http::HeaderMap) -> bool {
-        self.membership(headers) == Some(true)
+    /// Whether `request`'s token gives members-only access.
+    fn is_member(&self, request: &http::request::Parts) -> bool {
+        self.membership(request) == Some(true)
     }
 }
 

@@ -1,7 +1,7 @@
 import { test, expect } from './support/fixtures';
 import { PulseServer } from './support/server';
 import { selfSignedCertificate } from './support/tls';
-import { HUB_FLAGS, publish } from './support/mercure';
+import { HUB_FLAGS, publish, publisherToken } from './support/mercure';
 
 const allMessages = Array.from({ length: 20 }, (_, i) => `Counter value ${i + 1}`);
 
@@ -140,4 +140,29 @@ test('ten tabs on one origin all stream over HTTP/2', async ({ browser }) => {
   }
   await context.close();
   await server.stop();
+});
+
+test.describe('over TLS', () => {
+  test.use({ ignoreHTTPSErrors: true });
+
+  test('a topic page works over HTTP/2, with its members-only messages', async ({ page }) => {
+    const { cert, key } = selfSignedCertificate();
+    const server = await PulseServer.start({ args: [...HUB_FLAGS, '--tls-cert', cert, '--tls-key', key] });
+    await page.goto(`${server.url}/topics/secure`);
+    await page.getByRole('button', { name: 'Join as a member' }).click();
+    await expect(page.getByTestId('membership')).toContainText('You are a member');
+    await expect(page.getByTestId('status')).toHaveAttribute('data-state', 'live');
+    const protocol = await page.evaluate(
+      () => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol,
+    );
+    expect(protocol).toBe('h2');
+    // Published with the page's request context, which accepts the self-signed certificate.
+    const published = await page.request.post(`${server.url}/.well-known/mercure`, {
+      headers: { authorization: `Bearer ${publisherToken(server)}` },
+      form: { topic: '/topics/secure', data: 'for members, over HTTP/2', private: 'on' },
+    });
+    expect(published.status()).toBe(200);
+    await expect(page.getByTestId('feed').locator('li .feed-text')).toHaveText(['for members, over HTTP/2']);
+    await server.stop();
+  });
 });

@@ -7,7 +7,7 @@ use app::{
     api::{TopicMessage, TopicSummary},
     backend::{BoxFuture, TopicBackend, TopicView},
 };
-use http::HeaderMap;
+use http::request::Parts;
 
 use crate::{
     hub::{
@@ -135,7 +135,7 @@ impl TopicBackend for HubBackend {
             .map_err(|wait| u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX))
     }
 
-    fn token_cookie(&self, headers: &HeaderMap, member: bool) -> Result<String, String> {
+    fn token_cookie(&self, head: &Parts, member: bool) -> Result<String, String> {
         let service = &self.0;
         let mut subscribe = vec![PRESENCE_GRANT.to_owned(), HEALTH_TOPIC.to_owned()];
         if member {
@@ -146,7 +146,7 @@ impl TopicBackend for HubBackend {
             lifetime: PAGE_TOKEN_LIFETIME.as_secs(),
             ..TokenRequest::default()
         };
-        let audience = service.resource_identifier(headers, None);
+        let audience = service.resource_identifier(&head.headers, &head.uri);
         let token = auth::mint(&request, Role::Subscriber, &audience, &service.auth)
             .map_err(|error| error.to_string())?;
         let secure = if service.tls { "; Secure" } else { "" };
@@ -165,12 +165,12 @@ impl TopicBackend for HubBackend {
         ))
     }
 
-    fn membership(&self, headers: &HeaderMap) -> Option<bool> {
+    fn membership(&self, head: &Parts) -> Option<bool> {
         let service = &self.0;
-        let Ok(Some(token)) = auth::extract_token(headers, &[], &service.auth) else {
+        let Ok(Some(token)) = auth::extract_token(&head.headers, &[], &service.auth) else {
             return None;
         };
-        let audience = service.resource_identifier(headers, None);
+        let audience = service.resource_identifier(&head.headers, &head.uri);
         auth::validate(
             &token,
             Role::Subscriber,

@@ -174,7 +174,7 @@ struct Audience {
 }
 
 fn audience(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Audience {
-    let resource = service.resource_identifier(headers, uri.authority().map(|a| a.as_str()));
+    let resource = service.resource_identifier(headers, uri);
     let metadata = match url::Url::parse(&resource) {
         Ok(url) => format!("{}{METADATA_PATH}", url.origin().ascii_serialization()),
         Err(_) => METADATA_PATH.to_owned(),

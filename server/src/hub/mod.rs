@@ -148,13 +148,16 @@ impl HubService {
         self.hub.base()
     }
 
-    /// The resource identifier tokens must name for a request with `headers`: the
-    /// configured one, or `<scheme>://<host>/.well-known/mercure`.
-    pub fn resource_identifier(&self, headers: &HeaderMap, authority: Option<&str>) -> String {
+    /// The resource identifier tokens must name for a request with `headers` to `uri`: the
+    /// configured one, or `<scheme>://<host>/.well-known/mercure`, the host being the URI's
+    /// authority (HTTP/2 has no `Host` header), else the `Host` header.
+    pub fn resource_identifier(&self, headers: &HeaderMap, uri: &::http::Uri) -> String {
         if let Some(identifier) = &self.auth.resource_identifier {
             return identifier.clone();
         }
-        let host = authority
+        let host = uri
+            .authority()
+            .map(|authority| authority.as_str())
             .or_else(|| {
                 headers
                     .get(::http::header::HOST)

@@ -286,6 +286,14 @@ pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
     Ok(true)
 }
 
+/// Who watches `topic` now: for a page that reconnected, whose list may hold watchers that
+/// left while it was away without the hub saying so (a restarted server does not know them).
+#[server(endpoint = "watchers")]
+pub async fn topic_watchers(topic: String) -> Result<Vec<String>, TopicError> {
+    check_topic_name(&topic)?;
+    Ok(backend()?.snapshot(&topic_iri(&topic), 0, false).watchers)
+}
+
 /// Makes the server answer the page being rendered with `404 Not Found`.
 #[cfg(feature = "ssr")]
 pub fn set_not_found_status() {

@@ -91,6 +91,9 @@ test('a topic page whose token the restarted server no longer accepts gets a new
   await expect(status).toHaveAttribute('data-state', 'live', { timeout: 15_000 });
   const after = (await page.context().cookies()).find((cookie) => cookie.name === 'mercure_access_token');
   expect(after?.value).not.toBe(before?.value);
+  // The page's subscriber before the restart left without the new server knowing: the page
+  // asks who watches now rather than keep counting it.
+  await expect(page.getByTestId('watchers')).toHaveText('1 watching');
   // The new token keeps the page's membership.
   await publish(restarted, 'renewed', 'for members, after the restart', { private: true });
   await expect(page.getByTestId('feed').locator('li .feed-text')).toHaveText(['for members, after the restart']);

@@ -199,3 +199,38 @@ async fn over_http2_the_page_token_names_the_host_the_page_was_asked_from() {
         .expect("request");
     assert_eq!(stream.status(), 200);
 }
+
+async fn watchers_of(server: &TestServer, topic: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/api/watchers"))
+        .header("accept", "application/json")
+        .form(&[("topic", topic)])
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_reconnected_page_can_ask_who_watches_its_topic() {
+    let server = TestServer::start(&[]).await;
+    let none: Vec<String> = watchers_of(&server, "lobby")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(none.is_empty(), "{none:?}");
+
+    let _watching = mercure::subscribe(&server, &[("match", "/topics/lobby")], None).await;
+    let _elsewhere = mercure::subscribe(&server, &[("match", "/topics/other")], None).await;
+    mercure::subscribers(&server, 2).await;
+    let ids: Vec<String> = watchers_of(&server, "lobby")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].starts_with("urn:uuid:"), "{ids:?}");
+
+    let refused = watchers_of(&server, "..").await;
+    assert!(!refused.status().is_success());
+}

@@ -31,6 +31,21 @@ pub async fn request_token(member: bool) -> Result<String, TopicError> {
     post(crate::api::RenewToken::PATH, &body).await
 }
 
+/// Who watches `topic` now (see [`crate::api::topic_watchers`]).
+#[cfg(feature = "hydrate")]
+pub async fn fetch_watchers(topic: &str) -> Option<Vec<String>> {
+    use leptos::server_fn::ServerFn;
+
+    let body = web_sys::UrlSearchParams::new().ok()?;
+    body.append("topic", topic);
+    let text = post(crate::api::TopicWatchers::PATH, &body).await.ok()?;
+    super::page_data::Json::parse(&text)?
+        .items()
+        .iter()
+        .map(super::page_data::Json::str)
+        .collect()
+}
+
 /// Posts `body` form-encoded to `action`; returns the answer's body (JSON) or the server
 /// function's error.
 #[cfg(feature = "hydrate")]
@@ -88,6 +103,13 @@ pub async fn post_form(form: &leptos::web_sys::HtmlFormElement) -> Result<String
     Err(TopicError::Transport(
         "forms are sent from the browser".into(),
     ))
+}
+
+/// Off the browser nobody is asked.
+#[cfg(not(feature = "hydrate"))]
+pub async fn fetch_watchers(topic: &str) -> Option<Vec<String>> {
+    let _ = topic;
+    None
 }
 
 /// Off the browser there is no token to renew.

@@ -13,7 +13,7 @@ use crate::{
     components::{Composer, ConnectionStatus, FeedList},
     live::{
         page_data,
-        post::{encode, request_token},
+        post::{encode, fetch_watchers, request_token},
         time::{now_millis, uuid_v7_millis},
         use_event_source, ConnectionState, Feed, Flow, NewItem, Watchers, OPENED,
     },
@@ -143,6 +143,8 @@ fn TopicRoom() -> impl IntoView {
     let degraded = RwSignal::new(false);
     let url = subscription_url(&topic, &cursor);
     let resume_topic = topic.clone();
+    let watchers_topic = topic.clone();
+    let reopened = std::cell::Cell::new(false);
     let state = use_event_source(
         url,
         move |last_id| subscription_url(&resume_topic, last_id),
@@ -154,6 +156,16 @@ fn TopicRoom() -> impl IntoView {
                 // the page was disconnected would leave the warning up for good. Each new
                 // connection starts healthy; a hub still degraded says so right after.
                 degraded.set(false);
+                // Watchers who left while the page was away are only known to have left if
+                // the hub saw them go (a restarted one did not): ask who is there now.
+                if reopened.replace(true) {
+                    let topic = watchers_topic.clone();
+                    leptos::task::spawn_local(async move {
+                        if let Some(ids) = fetch_watchers(&topic).await {
+                            watchers.set(Watchers::new(ids));
+                        }
+                    });
+                }
             } else if event.event == "mercure" {
                 match HubEvent::parse(&event.data) {
                     Some(health) if health.kind == "health" => {

@@ -137,15 +137,40 @@ fn backend() -> Result<crate::backend::SharedBackend, TopicError> {
 }
 
 /// Refuses a request another site's page made (a form on another site posting here, which
-/// the browser sends without the page cookie), by the `Sec-Fetch-Site` header browsers send:
-/// another site must not make a reader join or leave the members, or change their token.
+/// the browser sends without the page cookie): another site must not make a reader join or
+/// leave the members, or change their token. Browsers say where a request comes from in
+/// `Sec-Fetch-Site` (only `same-origin`, or `none` for one the user made, pass) or, without
+/// it (plain HTTP to a host other than localhost, older browsers), in `Origin`, which must
+/// name this host. A request with neither is not a browser's cross-site one.
 #[cfg(feature = "ssr")]
 fn refuse_other_sites(request: &http::request::Parts) -> Result<(), TopicError> {
-    match request.headers.get("sec-fetch-site") {
-        Some(site) if site.as_bytes() == b"cross-site" => Err(TopicError::Invalid(
+    let headers = &request.headers;
+    let same_site = match (
+        headers.get("sec-fetch-site"),
+        headers.get(http::header::ORIGIN),
+    ) {
+        (Some(site), _) => matches!(site.as_bytes(), b"same-origin" | b"none"),
+        (None, Some(origin)) => {
+            let host = request
+                .uri
+                .authority()
+                .map(|authority| authority.as_str())
+                .or_else(|| headers.get(http::header::HOST)?.to_str().ok());
+            let origin_host = origin
+                .to_str()
+                .ok()
+                .and_then(|origin| origin.split_once("://"))
+                .map(|(_, host)| host);
+            host.is_some() && origin_host == host
+        }
+        (None, None) => true,
+    };
+    if same_site {
+        Ok(())
+    } else {
+        Err(TopicError::Invalid(
             "Requests from other sites cannot change membership.".into(),
-        )),
-        _ => Ok(()),
+        ))
     }
 }
 
@@ -288,10 +313,11 @@ pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
 
 /// Who watches `topic` now: for a page that reconnected, whose list may hold watchers that
 /// left while it was away without the hub saying so (a restarted server does not know them).
+/// `None` when several instances share the hub (this one knows only its own watchers).
 #[server(endpoint = "watchers")]
-pub async fn topic_watchers(topic: String) -> Result<Vec<String>, TopicError> {
+pub async fn topic_watchers(topic: String) -> Result<Option<Vec<String>>, TopicError> {
     check_topic_name(&topic)?;
-    Ok(backend()?.snapshot(&topic_iri(&topic), 0, false).watchers)
+    Ok(backend()?.watchers(&topic_iri(&topic)))
 }
 
 /// Makes the server answer the page being rendered with `404 Not Found`.

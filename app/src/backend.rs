@@ -14,6 +14,10 @@ pub trait TopicBackend: Send + Sync + 'static {
     /// What a reader (a member or not) sees of `topic` now, with at most `limit` messages.
     fn snapshot(&self, topic: &str, limit: usize, member: bool) -> TopicView;
 
+    /// Who watches `topic` now, when this server knows them all (`None` when several
+    /// instances share the hub: each knows only its own).
+    fn watchers(&self, topic: &str) -> Option<Vec<String>>;
+
     /// Topics with recent messages or watchers, busiest first.
     fn topics(&self, limit: usize) -> Vec<TopicSummary>;
 

@@ -10,6 +10,7 @@ use app::{
 use http::request::Parts;
 
 use crate::{
+    broker::Broker,
     hub::{
         auth::{self, Role, TokenRequest},
         new_update_id,
@@ -31,6 +32,29 @@ const TOPIC_PREFIX: &str = "/topics/";
 /// The hub, as the pages use it.
 pub struct HubBackend(pub Arc<HubService>);
 
+impl HubBackend {
+    /// The subscribers of this instance that watch `topic` (subscribed to it exactly).
+    fn local_watchers(&self, topic: &str) -> Vec<String> {
+        let mut watchers: Vec<String> = self
+            .0
+            .hub
+            .subscribers()
+            .into_iter()
+            .filter(|active| {
+                active
+                    .spec
+                    .selectors
+                    .iter()
+                    .any(|s| s.exact_topic() == Some(topic))
+            })
+            .map(|active| active.spec.id.clone())
+            .collect();
+        watchers.sort();
+        watchers.dedup();
+        watchers
+    }
+}
+
 impl TopicBackend for HubBackend {
     fn snapshot(&self, topic: &str, limit: usize, member: bool) -> TopicView {
         let hub = &self.0.hub;
@@ -46,25 +70,20 @@ impl TopicBackend for HubBackend {
                 members_only: update.private,
             })
             .collect();
-        let mut watchers: Vec<String> = hub
-            .subscribers()
-            .into_iter()
-            .filter(|active| {
-                active
-                    .spec
-                    .selectors
-                    .iter()
-                    .any(|s| s.exact_topic() == Some(topic))
-            })
-            .map(|active| active.spec.id.clone())
-            .collect();
-        watchers.sort();
-        watchers.dedup();
         TopicView {
             messages,
             older: u32::try_from(older).unwrap_or(u32::MAX),
-            watchers,
+            watchers: self.local_watchers(topic),
             cursor,
+        }
+    }
+
+    fn watchers(&self, topic: &str) -> Option<Vec<String>> {
+        // With Redis, this instance knows only its own subscribers; the others' reach pages
+        // as subscription events, and a list of this instance's would drop them.
+        match self.0.broker {
+            Broker::Memory(_) => Some(self.local_watchers(topic)),
+            Broker::Redis(_) => None,
         }
     }
 

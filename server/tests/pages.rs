@@ -153,17 +153,38 @@ async fn membership_and_tokens_are_not_changed_from_another_site() {
         let body = response.text().await.expect("body");
         assert!(body.contains("other sites"), "{path}: {body}");
     }
-    // The same requests from the page's own site go through.
-    let response = client
-        .post(server.url("/api/membership"))
-        .header("sec-fetch-site", "same-origin")
-        .header("accept", "application/json")
-        .form(&[("member", "true")])
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
-    assert!(set_page_cookie(&response).is_some());
+    // Browsers that do not say where a request comes from still name the page's origin.
+    let host = server.addr.to_string();
+    let cases = [
+        (Some("same-site"), None, false),
+        (None, Some("http://elsewhere.test".to_owned()), false),
+        (None, Some("null".to_owned()), false),
+        (None, Some(format!("https://{host}.elsewhere.test")), false),
+        (Some("same-origin"), None, true),
+        (Some("none"), None, true),
+        (None, Some(format!("http://{host}")), true),
+        // Not a browser's cross-site request: a client of its own.
+        (None, None, true),
+    ];
+    for (site, origin, allowed) in cases {
+        let mut request = client
+            .post(server.url("/api/membership"))
+            .header("accept", "application/json")
+            .form(&[("member", "true")]);
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        if let Some(origin) = &origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(
+            response.status().is_success(),
+            allowed,
+            "{site:?} {origin:?}"
+        );
+        assert_eq!(set_page_cookie(&response).is_some(), allowed);
+    }
 }
 
 #[tokio::test]

@@ -415,3 +415,24 @@ async fn a_refusal_from_redis_answers_503_without_turning_the_hub_degraded() {
         .expect("no limit");
     assert_eq!(publish_on(&a, "/full", "fits").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_page_that_asks_who_watches_is_told_an_instance_does_not_know_them_all() {
+    let redis = RedisProcess::start().await;
+    let a = instance(&redis).await;
+    let _watching = subscribe(&a, &[("match", "/topics/shared")], None).await;
+    subscribers(&a, 1).await;
+    // Each instance knows only its own subscribers: a list from one would make a page that
+    // reconnected drop the watchers of the others, so the answer is "unknown".
+    let answer: Option<Vec<String>> = reqwest::Client::new()
+        .post(a.url("/api/watchers"))
+        .header("accept", "application/json")
+        .form(&[("topic", "shared")])
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer, None);
+}

@@ -264,50 +264,103 @@ impl Feed {
 }
 
 /// Who is watching a topic: a set of subscriber ids, kept as a sorted list (a `BTreeSet`
-/// would add 7 KB to the WASM for a set this small).
+/// would add 7 KB to the WASM for a set this small), kept up to date by subscription
+/// events, and replaced by the server's list when the page asks for it (see [`Self::ask`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Watchers(Vec<String>);
+pub struct Watchers {
+    ids: Vec<String>,
+    /// The number of the latest question to the server.
+    asked: u32,
+    /// The changes seen since that question went out, while it is unanswered.
+    since_asked: Option<Vec<(bool, String)>>,
+}
 
 impl Watchers {
     /// The set of `ids` (repeats count once).
     pub fn new(ids: impl IntoIterator<Item = String>) -> Self {
         let mut watchers = Self::default();
-        for id in ids {
-            watchers.insert(id);
-        }
+        watchers.replace(ids);
         watchers
     }
 
-    /// Adds `id`; `false` if it was there.
-    pub fn insert(&mut self, id: String) -> bool {
-        match self.0.binary_search(&id) {
+    fn replace(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.ids.clear();
+        for id in ids {
+            self.add(id);
+        }
+    }
+
+    fn add(&mut self, id: String) -> bool {
+        match self.ids.binary_search(&id) {
             Ok(_) => false,
             Err(at) => {
-                self.0.insert(at, id);
+                self.ids.insert(at, id);
                 true
             }
         }
     }
 
-    /// Removes `id`; `false` if it was not there.
-    pub fn remove(&mut self, id: &str) -> bool {
-        match self.0.binary_search_by(|probe| probe.as_str().cmp(id)) {
+    fn drop_id(&mut self, id: &str) -> bool {
+        match self.ids.binary_search_by(|probe| probe.as_str().cmp(id)) {
             Ok(at) => {
-                self.0.remove(at);
+                self.ids.remove(at);
                 true
             }
             Err(_) => false,
         }
     }
 
+    /// A subscription event: `id` started watching (`active`) or stopped; `false` if that
+    /// changed nothing.
+    pub fn seen(&mut self, id: String, active: bool) -> bool {
+        if let Some(changes) = &mut self.since_asked {
+            changes.push((active, id.clone()));
+        }
+        if active {
+            self.add(id)
+        } else {
+            self.drop_id(&id)
+        }
+    }
+
+    /// Notes that the page asks the server who watches now; returns the question's number,
+    /// for [`Self::answered`].
+    pub fn ask(&mut self) -> u32 {
+        self.asked = self.asked.wrapping_add(1);
+        self.since_asked = Some(Vec::new());
+        self.asked
+    }
+
+    /// The server's answer to `question` (`None`: it did not say): the set becomes `ids`,
+    /// with the events seen since the question went out applied again on top, since the
+    /// server may have made its list before them. Joining and leaving are set operations, so
+    /// an event the list already holds changes nothing. An answer to an older question
+    /// than the latest is ignored.
+    pub fn answered(&mut self, question: u32, ids: Option<Vec<String>>) {
+        if question != self.asked {
+            return;
+        }
+        let changes = self.since_asked.take().unwrap_or_default();
+        if let Some(ids) = ids {
+            self.replace(ids);
+            for (active, id) in changes {
+                if active {
+                    self.add(id);
+                } else {
+                    self.drop_id(&id);
+                }
+            }
+        }
+    }
+
     /// How many are watching.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ids.len()
     }
 
     /// Whether nobody is.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ids.is_empty()
     }
 }
 
@@ -319,14 +372,49 @@ mod tests {
     fn watchers_are_a_set() {
         let mut watchers = Watchers::new(["b", "a", "b"].map(String::from));
         assert_eq!(watchers.len(), 2);
-        assert!(!watchers.insert("a".into()));
-        assert!(watchers.insert("c".into()));
+        assert!(!watchers.seen("a".into(), true));
+        assert!(watchers.seen("c".into(), true));
         assert_eq!(watchers.len(), 3);
-        assert!(watchers.remove("b"));
-        assert!(!watchers.remove("b"));
-        assert!(!watchers.remove("zz"));
-        assert!(watchers.remove("a") && watchers.remove("c"));
+        assert!(watchers.seen("b".into(), false));
+        assert!(!watchers.seen("b".into(), false));
+        assert!(!watchers.seen("zz".into(), false));
+        assert!(watchers.seen("a".into(), false) && watchers.seen("c".into(), false));
         assert!(watchers.is_empty());
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_server_list_replaces_the_set_with_later_events_on_top() {
+        // Before a restart: the page knew a, ghost and itself (old); after it, only the
+        // server's list counts, and events that crossed the question are kept.
+        let mut watchers = Watchers::new(ids(&["a", "ghost", "old"]));
+        let question = watchers.ask();
+        watchers.seen("new".into(), true); // in the list too: changes nothing
+        watchers.seen("b".into(), true); // joined after the list was made
+        watchers.seen("a".into(), false); // left after the list was made
+        watchers.answered(question, Some(ids(&["a", "new"])));
+        assert_eq!(watchers.ids, ids(&["b", "new"]));
+        // Events after the answer apply as usual, and are no longer kept.
+        watchers.seen("c".into(), true);
+        assert_eq!(watchers.len(), 3);
+        assert_eq!(watchers.since_asked, None);
+    }
+
+    #[test]
+    fn only_the_latest_question_counts_and_no_answer_keeps_the_set() {
+        let mut watchers = Watchers::new(ids(&["a"]));
+        let first = watchers.ask();
+        let second = watchers.ask();
+        watchers.answered(first, Some(ids(&[])));
+        assert_eq!(watchers.len(), 1, "an older answer is ignored");
+        watchers.seen("b".into(), true);
+        // The server could not say (several instances): the set stays as events made it.
+        watchers.answered(second, None);
+        assert_eq!(watchers.len(), 2);
+        assert_eq!(watchers.since_asked, None);
     }
 
     fn texts(feed: &Feed) -> Vec<&str> {

@@ -94,9 +94,14 @@ impl Json {
         self.0.as_bool()
     }
 
+    /// Whether it is an array.
+    pub fn is_array(&self) -> bool {
+        js_sys::Array::is_array(&self.0)
+    }
+
     /// The items of an array (none for anything else).
     pub fn items(&self) -> Vec<Self> {
-        if js_sys::Array::is_array(&self.0) {
+        if self.is_array() {
             js_sys::Array::from(&self.0).iter().map(Self).collect()
         } else {
             Vec::new()

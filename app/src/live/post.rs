@@ -31,7 +31,7 @@ pub async fn request_token(member: bool) -> Result<String, TopicError> {
     post(crate::api::RenewToken::PATH, &body).await
 }
 
-/// Who watches `topic` now (see [`crate::api::topic_watchers`]).
+/// Who watches `topic` now, if the server knows (see [`crate::api::topic_watchers`]).
 #[cfg(feature = "hydrate")]
 pub async fn fetch_watchers(topic: &str) -> Option<Vec<String>> {
     use leptos::server_fn::ServerFn;
@@ -39,8 +39,12 @@ pub async fn fetch_watchers(topic: &str) -> Option<Vec<String>> {
     let body = web_sys::UrlSearchParams::new().ok()?;
     body.append("topic", topic);
     let text = post(crate::api::TopicWatchers::PATH, &body).await.ok()?;
-    super::page_data::Json::parse(&text)?
-        .items()
+    let json = super::page_data::Json::parse(&text)?;
+    // `null` (the server does not know them all) has no items, and is not an empty list.
+    if !json.is_array() {
+        return None;
+    }
+    json.items()
         .iter()
         .map(super::page_data::Json::str)
         .collect()

@@ -159,11 +159,11 @@ fn TopicRoom() -> impl IntoView {
                 // Watchers who left while the page was away are only known to have left if
                 // the hub saw them go (a restarted one did not): ask who is there now.
                 if reopened.replace(true) {
+                    let question = watchers.try_update(Watchers::ask).unwrap_or_default();
                     let topic = watchers_topic.clone();
                     leptos::task::spawn_local(async move {
-                        if let Some(ids) = fetch_watchers(&topic).await {
-                            watchers.set(Watchers::new(ids));
-                        }
+                        let ids = fetch_watchers(&topic).await;
+                        watchers.update(|set| set.answered(question, ids));
                     });
                 }
             } else if event.event == "mercure" {
@@ -172,11 +172,7 @@ fn TopicRoom() -> impl IntoView {
                         degraded.set(health.state == "degraded")
                     }
                     Some(presence) => watchers.update(|set| {
-                        if presence.active {
-                            set.insert(presence.subscriber);
-                        } else {
-                            set.remove(&presence.subscriber);
-                        }
+                        set.seen(presence.subscriber, presence.active);
                     }),
                     None => {}
                 }

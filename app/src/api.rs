@@ -193,6 +193,21 @@ fn set_cookie(value: &str) {
     }
 }
 
+/// Sets the page cookie to a new hub token for `request`, with members-only access when
+/// `member`.
+#[cfg(feature = "ssr")]
+fn give_token(
+    backend: &crate::backend::SharedBackend,
+    request: &http::request::Parts,
+    member: bool,
+) -> Result<(), TopicError> {
+    let cookie = backend
+        .token_cookie(request, member)
+        .map_err(TopicError::Unavailable)?;
+    set_cookie(&cookie);
+    Ok(())
+}
+
 /// The recent messages and watchers of a topic for the page being rendered, which also
 /// gets a fresh hub token (in its cookie) and discovery links.
 #[cfg(feature = "ssr")]
@@ -201,11 +216,7 @@ pub fn topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
     let backend = backend()?;
     let request = request_head()?;
     let member = backend.is_member(&request);
-    set_cookie(
-        &backend
-            .token_cookie(&request, member)
-            .map_err(TopicError::Unavailable)?,
-    );
+    give_token(&backend, &request, member)?;
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
         // Discovery: where the hub is, and which topic this page is about.
         let topic = topic_iri(&name);
@@ -283,11 +294,7 @@ pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
     let backend = backend()?;
     let request = request_head()?;
     refuse_other_sites(&request)?;
-    set_cookie(
-        &backend
-            .token_cookie(&request, member)
-            .map_err(TopicError::Unavailable)?,
-    );
+    give_token(&backend, &request, member)?;
     Ok(member)
 }
 
@@ -303,11 +310,7 @@ pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
     if backend.membership(&request).is_some() {
         return Ok(false);
     }
-    set_cookie(
-        &backend
-            .token_cookie(&request, member)
-            .map_err(TopicError::Unavailable)?,
-    );
+    give_token(&backend, &request, member)?;
     Ok(true)
 }
 

@@ -143,7 +143,7 @@ fn backend() -> Result<crate::backend::SharedBackend, TopicError> {
 /// it (plain HTTP to a host other than localhost, older browsers), in `Origin`, which must
 /// name this host. A request with neither is not a browser's cross-site one.
 #[cfg(feature = "ssr")]
-fn refuse_other_sites(request: &http::request::Parts) -> Result<(), TopicError> {
+fn refuse_other_sites(request: &http::request::Parts, what: &str) -> Result<(), Refused> {
     let headers = &request.headers;
     let same_site = match (
         headers.get("sec-fetch-site"),
@@ -168,10 +168,61 @@ fn refuse_other_sites(request: &http::request::Parts) -> Result<(), TopicError> 
     if same_site {
         Ok(())
     } else {
-        Err(TopicError::Invalid(
-            "Requests from other sites cannot change membership.".into(),
-        ))
+        Err(Refused {
+            error: TopicError::Invalid(format!("Requests from other sites cannot {what}.")),
+            status: http::StatusCode::FORBIDDEN,
+        })
     }
+}
+
+/// A server function's error and the status it answers with (server functions answer
+/// `500` otherwise): the client's mistakes are `4xx`.
+#[cfg(feature = "ssr")]
+struct Refused {
+    error: TopicError,
+    status: http::StatusCode,
+}
+
+#[cfg(feature = "ssr")]
+impl From<TopicError> for Refused {
+    fn from(error: TopicError) -> Self {
+        let status = status_of(&error);
+        Self { error, status }
+    }
+}
+
+/// The status a server function's error answers with: the client's mistake is a `4xx`.
+#[cfg(feature = "ssr")]
+fn status_of(error: &TopicError) -> http::StatusCode {
+    match error {
+        TopicError::Invalid(_) => http::StatusCode::BAD_REQUEST,
+        TopicError::TooFast(_) => http::StatusCode::TOO_MANY_REQUESTS,
+        TopicError::NotMember => http::StatusCode::FORBIDDEN,
+        TopicError::Unavailable(_) | TopicError::Transport(_) => {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+/// The error of `result`, answered with its status. A plain form post (one that accepts
+/// HTML) is sent back to its page instead, as for a success.
+#[cfg(feature = "ssr")]
+fn answered<T>(result: Result<T, Refused>) -> Result<T, TopicError> {
+    result.map_err(|Refused { error, status }| {
+        let form_post = use_context::<http::request::Parts>().is_some_and(|request| {
+            request
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|accept| accept.to_str().ok())
+                .is_some_and(|accept| accept.contains("text/html"))
+        });
+        if !form_post {
+            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                response.set_status(status);
+            }
+        }
+        error
+    })
 }
 
 /// The head of the request being answered (a page or a server function's call). The hub
@@ -193,16 +244,17 @@ fn set_cookie(value: &str) {
     }
 }
 
-/// Sets the page cookie to a new hub token for `request`, with members-only access when
-/// `member`.
+/// Sets the page cookie to a new hub token for `request` from the page of `topic` (a
+/// name), with members-only access when `member`.
 #[cfg(feature = "ssr")]
 fn give_token(
     backend: &crate::backend::SharedBackend,
     request: &http::request::Parts,
+    topic: &str,
     member: bool,
 ) -> Result<(), TopicError> {
     let cookie = backend
-        .token_cookie(request, member)
+        .token_cookie(request, topic, member)
         .map_err(TopicError::Unavailable)?;
     set_cookie(&cookie);
     Ok(())
@@ -216,7 +268,7 @@ pub fn topic_snapshot(name: String) -> Result<TopicSnapshot, TopicError> {
     let backend = backend()?;
     let request = request_head()?;
     let member = backend.is_member(&request);
-    give_token(&backend, &request, member)?;
+    give_token(&backend, &request, &name, member)?;
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
         // Discovery: where the hub is, and which topic this page is about.
         let topic = topic_iri(&name);
@@ -270,48 +322,64 @@ pub async fn post_message(
 ) -> Result<String, TopicError> {
     use std::net::SocketAddr;
 
-    check_topic_name(&topic)?;
-    check_message(&text)?;
-    let backend = backend()?;
-    let members_only = members_only.is_some();
-    if members_only && !backend.is_member(&request_head()?) {
-        return Err(TopicError::NotMember);
-    }
     let client = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
         .await
         .map(|info| info.0.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    backend.check_rate(client).map_err(TopicError::TooFast)?;
-    backend
-        .publish(topic_iri(&topic), text, members_only)
-        .await
-        .map_err(TopicError::Unavailable)
-}
-
-/// Joins (or leaves) the members, who see members-only messages: replaces the hub token.
-#[server(endpoint = "membership")]
-pub async fn set_membership(member: bool) -> Result<bool, TopicError> {
-    let backend = backend()?;
-    let request = request_head()?;
-    refuse_other_sites(&request)?;
-    give_token(&backend, &request, member)?;
-    Ok(member)
-}
-
-/// Gives an open page a new hub token when the hub no longer accepts the one it has (it
-/// ran out, or a restarted server signs with another key), keeping the membership the page
-/// shows; a token the hub accepts is left as it is (a page being left may ask after another
-/// one replaced it), and other sites are refused. Returns whether it gave a new one.
-#[server(endpoint = "token")]
-pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
-    let backend = backend()?;
-    let request = request_head()?;
-    refuse_other_sites(&request)?;
-    if backend.membership(&request).is_some() {
-        return Ok(false);
+    let outcome: Result<String, Refused> = async {
+        check_topic_name(&topic)?;
+        check_message(&text)?;
+        let backend = backend()?;
+        let request = request_head()?;
+        // The page cookie makes its holder a member: a form another site's page posts
+        // here would be sent with it.
+        refuse_other_sites(&request, "post messages")?;
+        let members_only = members_only.is_some();
+        if members_only && !backend.is_member(&request) {
+            return Err(TopicError::NotMember.into());
+        }
+        backend.check_rate(client).map_err(TopicError::TooFast)?;
+        Ok(backend
+            .publish(topic_iri(&topic), text, members_only)
+            .await
+            .map_err(TopicError::Unavailable)?)
     }
-    give_token(&backend, &request, member)?;
-    Ok(true)
+    .await;
+    answered(outcome)
+}
+
+/// Joins (or leaves) the members, who see members-only messages: replaces the hub token,
+/// for the page of `topic`.
+#[server(endpoint = "membership")]
+pub async fn set_membership(topic: String, member: bool) -> Result<bool, TopicError> {
+    answered((|| -> Result<bool, Refused> {
+        check_topic_name(&topic)?;
+        let backend = backend()?;
+        let request = request_head()?;
+        refuse_other_sites(&request, "change membership")?;
+        give_token(&backend, &request, &topic, member)?;
+        Ok(member)
+    })())
+}
+
+/// Gives an open page of `topic` a new hub token when the hub no longer accepts the one it
+/// has (it ran out, or a restarted server signs with another key), keeping the membership
+/// the page shows; a token the hub accepts is left as it is (a page being left may ask
+/// after another one replaced it), and other sites are refused. Returns whether it gave a
+/// new one.
+#[server(endpoint = "token")]
+pub async fn renew_token(topic: String, member: bool) -> Result<bool, TopicError> {
+    answered((|| -> Result<bool, Refused> {
+        check_topic_name(&topic)?;
+        let backend = backend()?;
+        let request = request_head()?;
+        refuse_other_sites(&request, "change membership")?;
+        if backend.membership(&request).is_some() {
+            return Ok(false);
+        }
+        give_token(&backend, &request, &topic, member)?;
+        Ok(true)
+    })())
 }
 
 /// Who watches `topic` now: for a page that reconnected, whose list may hold watchers that
@@ -319,8 +387,10 @@ pub async fn renew_token(member: bool) -> Result<bool, TopicError> {
 /// `None` when several instances share the hub (this one knows only its own watchers).
 #[server(endpoint = "watchers")]
 pub async fn topic_watchers(topic: String) -> Result<Option<Vec<String>>, TopicError> {
-    check_topic_name(&topic)?;
-    Ok(backend()?.watchers(&topic_iri(&topic)))
+    answered((|| -> Result<Option<Vec<String>>, Refused> {
+        check_topic_name(&topic)?;
+        Ok(backend()?.watchers(&topic_iri(&topic)))
+    })())
 }
 
 /// Makes the server answer the page being rendered with `404 Not Found`.

@@ -32,9 +32,16 @@ pub trait TopicBackend: Send + Sync + 'static {
     /// Takes one message from `client`'s allowance; `Err` holds the seconds to wait.
     fn check_rate(&self, client: IpAddr) -> Result<(), u32>;
 
-    /// The `Set-Cookie` value that gives the browser a subscriber token for the hub (with
-    /// members-only access when `member`), for `request` (its host is the token's audience).
-    fn token_cookie(&self, request: &http::request::Parts, member: bool) -> Result<String, String>;
+    /// The `Set-Cookie` value that gives the browser a subscriber token for the hub, for the
+    /// page of the topic named `topic` (its watchers, and those of a few pages opened
+    /// before; with members-only access when `member`), for `request` (its host is the
+    /// token's audience).
+    fn token_cookie(
+        &self,
+        request: &http::request::Parts,
+        topic: &str,
+        member: bool,
+    ) -> Result<String, String>;
 
     /// Whether `request`'s token gives members-only access; `None` when it has no token the
     /// hub accepts (none, one that ran out, or one signed with another key).

@@ -89,7 +89,8 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// Time a client gets to send its request head or finish the TLS handshake (100ms to 10m).
+    /// Time from a new connection to its first complete request head, the TLS handshake
+    /// included (100ms to 10m); an idle kept-alive connection gets as long for its next one.
     #[arg(
         long,
         env = "PULSE_HEADER_TIMEOUT",
@@ -107,6 +108,22 @@ pub struct Config {
         value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)),
     )]
     pub stall_timeout: Duration,
+
+    /// Most connections the server holds at once (more are answered `503` and closed).
+    /// Default: the open-file limit less 64, so that the process can still open files and
+    /// reach Redis when every connection is taken.
+    #[arg(long, env = "PULSE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most connections one client address (an IPv6 /64) holds at once; more are answered
+    /// `429` and closed. `0`: no cap (behind a reverse proxy, every client has its address).
+    #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: u32,
+
+    /// Serve plain HTTP/1.1 event streams on the server's own lean path (`true`), or
+    /// everything through hyper (`false`, to tell a problem of that path from others).
+    #[arg(long, env = "PULSE_SSE_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sse_fast_path: bool,
 
     /// Time limit for page and API requests (event streams have none), 1s to 10m.
     #[arg(
@@ -239,6 +256,13 @@ pub struct HubArgs {
     #[arg(long, env = "MERCURE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Origins whose pages may publish with a token held in the cookie, besides the hub's
+    /// own, separated by spaces or commas (`*`: any). A cookie-authorized publication must
+    /// name its origin in `Origin` (or `Referer`); one from elsewhere, or naming neither,
+    /// gets `403`.
+    #[arg(long, env = "MERCURE_PUBLISH_ORIGINS", value_delimiter = ',')]
+    pub publish_origins: Vec<String>,
+
     /// The cookie that may carry a token. Default: `__Secure-mercure_access_token` over
     /// HTTPS, `mercure_access_token` over plain HTTP (browsers refuse `__Secure-` there).
     #[arg(long, env = "MERCURE_COOKIE_NAME")]
@@ -263,6 +287,15 @@ pub struct HubArgs {
     /// Updates a subscriber may have waiting before it is cut off (it resumes from history).
     #[arg(long, env = "PULSE_SUBSCRIBER_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_queue: u32,
+
+    /// Bytes of updates a subscriber may have waiting before it is cut off (64 KiB to 1 GiB).
+    #[arg(long, env = "PULSE_SUBSCRIBER_QUEUE_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(65_536..=1 << 30))]
+    pub subscriber_queue_bytes: u32,
+
+    /// Bytes of distinct updates all subscribers together may have waiting; past it, a
+    /// subscriber that falls behind is cut off at once (1 MiB to 64 GiB).
+    #[arg(long, env = "PULSE_QUEUED_BYTES_TOTAL", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..=64 << 30))]
+    pub queued_bytes_total: u64,
 
     /// Messages per second one client may publish from the topic pages' composer.
     #[arg(long, env = "PULSE_COMPOSER_RATE", default_value_t = 2.0)]

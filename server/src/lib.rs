@@ -3,9 +3,12 @@
 
 pub mod broker;
 pub mod config;
+pub mod conn_limits;
 pub mod counter;
+pub mod head_guard;
 pub mod hub;
 pub mod metrics;
+pub mod request_guard;
 pub mod serve;
 pub mod shutdown;
 pub mod sink;
@@ -25,7 +28,9 @@ use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, compression::CompressionLayer, timeout::TimeoutLayer,
+};
 
 use crate::{
     config::Config,
@@ -64,6 +69,7 @@ impl AppState {
         let hub = HubService::new(
             &config.hub,
             config.tls_cert.is_some(),
+            config.stall_timeout,
             shutdown.clone(),
             Arc::clone(&metrics.hub),
         )?;
@@ -152,11 +158,29 @@ pub fn app(state: AppState) -> Router {
     // Streams stay outside the page layers: no time limit, no compression, no request span
     // kept for the stream's lifetime; each layer would also make every open stream's
     // response body larger.
+    // Every request passes the guard first (methods, targets, Host), then a panic in any
+    // handler becomes a `500` answer instead of a dropped connection.
     Router::new()
         .route("/stream", get(counter::stream))
         .merge(hub::http::router(&state.hub, state.request_timeout))
         .merge(pages)
         .with_state(state)
+        .layer(CatchPanicLayer::custom(handler_panicked))
+        .layer(request_guard::RequestGuardLayer)
+}
+
+/// The answer when a handler panicked: the panic is a bug, logged with what it said.
+fn handler_panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    axum::response::IntoResponse::into_response((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed to answer this request\n",
+    ))
 }
 
 /// Why the server could not start.
@@ -186,10 +210,19 @@ impl ServeOptions {
             (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
             _ => None,
         };
+        let max_connections = match config.max_connections {
+            Some(max) => max as usize,
+            None => conn_limits::default_max_connections(conn_limits::raise_open_file_limit()),
+        };
         Ok(Self {
             tls,
             header_timeout: config.header_timeout,
             stall_timeout: config.stall_timeout,
+            fast_path: config.sse_fast_path,
+            limits: conn_limits::ConnectionLimits::new(
+                max_connections,
+                config.max_connections_per_ip as usize,
+            ),
             ..Self::default()
         })
     }

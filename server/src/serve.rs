@@ -7,7 +7,6 @@
 //! and [`StallGuard`], which closes a connection whose client stopped reading.
 
 use std::{
-    convert::Infallible,
     future::Future,
     io,
     net::SocketAddr,
@@ -34,14 +33,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::stream_conn::{self, FirstBytes};
+use crate::{
+    conn_limits::{self, ConnectionLimits, Permit, Refusal},
+    head_guard::{HeadDone, HeadGuard},
+    stream_conn::{self, FirstBytes},
+};
 
 /// How the server treats connections.
 #[derive(Clone)]
 pub struct ServeOptions {
     /// Serve TLS with this configuration (HTTP/2 and HTTP/1.1 through ALPN).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    /// Time a client gets to send its request head (and finish a TLS handshake).
+    /// Time from accepting a connection to its first complete request head (the TLS
+    /// handshake included); later heads on a kept-alive connection get as long from the
+    /// moment it turns idle.
     pub header_timeout: Duration,
     /// A connection whose writes make no progress for this long is closed.
     pub stall_timeout: Duration,
@@ -49,6 +54,10 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     /// How long open connections get to finish once shutdown starts.
     pub shutdown_grace: Duration,
+    /// Serve plain HTTP/1.1 event-stream requests without hyper ([`crate::stream_conn`]).
+    pub fast_path: bool,
+    /// How many connections the server holds, in all and per client address.
+    pub limits: Arc<ConnectionLimits>,
 }
 
 impl Default for ServeOptions {
@@ -59,9 +68,17 @@ impl Default for ServeOptions {
             stall_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_millis(1500),
+            fast_path: true,
+            limits: ConnectionLimits::new(
+                conn_limits::default_max_connections(conn_limits::raise_open_file_limit()),
+                DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            ),
         }
     }
 }
+
+/// Connections one client address may hold by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1000;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, lets
 /// open connections finish (event streams end at once, since they watch the same token) for
@@ -88,62 +105,86 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let tls = options.tls.clone().map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::default();
+    let mut refusals = RateLog::default();
 
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    accept_error(error).await;
+                    accept_errors.pause(error).await;
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
+        accept_errors.reset();
+        let permit = match options.limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                refuse(&stream, refusal, tls.is_none());
+                refusals.note(|suppressed| {
+                    tracing::warn!(%peer, suppressed, reason = refusal.reason(), "connection refused");
+                });
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        // Everything before the first request is parsed (a TLS handshake, the bytes that
+        // tell HTTP/2 from HTTP/1.1, a head however slowly it comes) shares this deadline.
+        let deadline = Instant::now() + options.header_timeout;
         let connection = Connection {
             builder: Arc::clone(&builder),
-            service: TowerToHyperService::new(router.clone().map_request(
-                move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request.map(Body::new)
-                },
-            )),
+            router: router.clone(),
             watcher: graceful.watcher(),
             peer,
+            _permit: permit,
         };
-        let guarded = StallGuard::new(stream, options.stall_timeout);
+        let stall_timeout = options.stall_timeout;
         match &tls {
             None => {
-                let first_byte_timeout = options.header_timeout;
-                let stall_timeout = options.stall_timeout;
-                let router = router.clone();
+                let fast_path = options.fast_path;
                 tokio::spawn(async move {
-                    // Telling an event stream from anything else waits for the first bytes,
-                    // and that wait has no deadline of its own: a client that connects and
-                    // says nothing must not hold the connection forever.
-                    let first = stream_conn::classify(&guarded.inner, peer);
-                    match tokio::time::timeout(first_byte_timeout, first).await {
-                        Ok(FirstBytes::Stream(request)) => {
-                            stream_conn::serve(guarded.inner, request, router, stall_timeout).await;
+                    if fast_path {
+                        match tokio::time::timeout_at(
+                            deadline,
+                            stream_conn::classify(&stream, peer),
+                        )
+                        .await
+                        {
+                            Ok(FirstBytes::Stream(request)) => {
+                                let Connection {
+                                    router, _permit, ..
+                                } = connection;
+                                stream_conn::serve(stream, request, router, stall_timeout).await;
+                                drop(_permit);
+                                return;
+                            }
+                            Ok(FirstBytes::Other) => {}
+                            Ok(FirstBytes::Closed) => return,
+                            Ok(FirstBytes::Failed(error)) => {
+                                tracing::debug!(%peer, %error, "connection failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "no request before the header timeout");
+                                return;
+                            }
                         }
-                        // Boxed: hyper's connection state is large, and this task should
-                        // only be that large for connections that need it.
-                        Ok(FirstBytes::Other) => Box::pin(connection.serve(guarded)).await,
-                        Ok(FirstBytes::Closed) => {}
-                        Ok(FirstBytes::Failed(error)) => {
-                            tracing::debug!(%peer, %error, "connection failed");
-                        }
-                        Err(_) => tracing::debug!(%peer, "no request before the header timeout"),
                     }
+                    // Boxed: hyper's connection state is large, and this task should only be
+                    // that large for connections that need it.
+                    let io = StallGuard::new(stream, stall_timeout);
+                    Box::pin(connection.serve(io, deadline)).await;
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let handshake_timeout = options.header_timeout;
                 tokio::spawn(async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(guarded)).await {
-                        Ok(Ok(stream)) => connection.serve(stream).await,
+                    let io = StallGuard::new(stream, stall_timeout);
+                    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => connection.serve(stream, deadline).await,
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -166,61 +207,127 @@ pub async fn serve(
     Ok(())
 }
 
-/// Errors from `accept` concern one connection, except running out of file descriptors,
-/// where waiting a little beats spinning.
-async fn accept_error(error: io::Error) {
-    if matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) {
-        return;
+/// Answers a connection the limits refused (plain HTTP only: a TLS client could not read
+/// the answer) without waiting, and closes it.
+fn refuse(stream: &tokio::net::TcpStream, refusal: Refusal, plain: bool) {
+    if plain {
+        let _ = stream.try_write(refusal.response());
     }
-    tracing::warn!(%error, "accept failed; pausing 50 ms");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Logs a repeated event at most once per [`RateLog::EVERY`], with how many it left out.
+#[derive(Default)]
+struct RateLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn note(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        self.last = Some(now);
+        log(std::mem::take(&mut self.suppressed));
+    }
+}
+
+/// What the accept loop does when `accept` fails.
+///
+/// Most errors concern one connection that went away before it was taken. Running out of
+/// file descriptors (or kernel memory) concerns them all: accepting again at once would
+/// spin a core, so the loop waits, twice as long each time up to a second, and logs at a
+/// bounded rate.
+#[derive(Default)]
+struct AcceptErrors {
+    backoff: Option<Duration>,
+    log: RateLog,
+}
+
+impl AcceptErrors {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_secs(1);
+
+    async fn pause(&mut self, error: io::Error) {
+        if matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock
+        ) {
+            return;
+        }
+        let wait = self
+            .backoff
+            .map_or(Self::FIRST, |wait| (wait * 2).min(Self::MOST));
+        self.backoff = Some(wait);
+        self.log.note(|suppressed| {
+            tracing::warn!(%error, suppressed, pause_ms = wait.as_millis() as u64, "accept failed; pausing");
+        });
+        tokio::time::sleep(wait).await;
+    }
+
+    fn reset(&mut self) {
+        self.backoff = None;
+    }
 }
 
 /// One accepted connection, ready to be served over plain TCP or TLS.
-struct Connection<S> {
+struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: TowerToHyperService<S>,
+    router: Router,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    /// Its place under the connection limits, held until it closes.
+    _permit: Permit,
 }
 
-impl<S> Connection<S>
-where
-    S: tower::Service<Request<Incoming>, Response = axum::response::Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    async fn serve<I>(self, io: I)
+impl Connection {
+    /// Serves the connection with hyper; reads fail after `deadline` until the first request
+    /// has arrived.
+    async fn serve<I>(self, io: I, deadline: Instant)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let connection = self
-            .builder
-            .serve_connection(TokioIo::new(io), self.service);
+        let done = HeadDone::new();
+        let peer = self.peer;
+        let arrived = done.clone();
+        let service = TowerToHyperService::new(self.router.map_request(
+            move |mut request: Request<Incoming>| {
+                arrived.set();
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(Body::new)
+            },
+        ));
+        let io = HeadGuard::new(io, deadline, done);
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
         if let Err(error) = self.watcher.watch(connection).await {
-            tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
+            tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// Closes a connection whose client stopped reading: when a write cannot make progress
-    /// for `limit`, the write fails with `TimedOut` and the server drops the connection
-    /// (a subscriber dropped this way can come back with `Last-Event-ID`). The timer exists
-    /// only while a write is blocked.
+    /// Closes a connection whose client stopped reading, or reads too little to be anything
+    /// but a way to hold the connection: once a write has to wait, the client must take at
+    /// least [`stream_conn::MIN_PROGRESS`] bytes in each `limit`, until a write goes through
+    /// at once again (its buffers are drained); otherwise the write fails with `TimedOut`
+    /// and the server drops the connection (a subscriber dropped this way can come back
+    /// with `Last-Event-ID`). The timer exists only while writes wait.
     pub struct StallGuard<I> {
         #[pin]
         pub(crate) inner: I,
         limit: Duration,
         timer: Option<Pin<Box<Sleep>>>,
+        // The last write had to wait.
         blocked: bool,
+        // Bytes written since the current window started, while one is open.
+        window: Option<usize>,
     }
 }
 
@@ -232,6 +339,7 @@ impl<I> StallGuard<I> {
             limit,
             timer: None,
             blocked: false,
+            window: None,
         }
     }
 }
@@ -241,24 +349,42 @@ impl<I: AsyncWrite> StallGuard<I> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        written: impl FnOnce(&T) -> usize,
     ) -> Poll<io::Result<T>> {
         let this = self.project();
-        if let Poll::Ready(result) = op(this.inner, cx) {
-            *this.blocked = false;
-            return Poll::Ready(result);
+        match op(this.inner, cx) {
+            Poll::Ready(Ok(value)) => {
+                let waited = std::mem::take(this.blocked);
+                if waited {
+                    if let Some(window) = this.window.as_mut() {
+                        *window += written(&value);
+                        if *window >= stream_conn::MIN_PROGRESS {
+                            *this.window = None;
+                        }
+                    }
+                } else {
+                    *this.window = None;
+                }
+                return Poll::Ready(Ok(value));
+            }
+            Poll::Ready(Err(error)) => {
+                *this.blocked = false;
+                return Poll::Ready(Err(error));
+            }
+            Poll::Pending => {}
         }
-        let deadline = Instant::now() + *this.limit;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !*this.blocked {
-            *this.blocked = true;
-            timer.as_mut().reset(deadline);
+        *this.blocked = true;
+        let timer = this.timer.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(Instant::now() + *this.limit))
+        });
+        if this.window.is_none() {
+            *this.window = Some(0);
+            timer.as_mut().reset(Instant::now() + *this.limit);
         }
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            "the client stopped reading",
+            "the client stopped reading, or reads too little",
         )))
     }
 }
@@ -279,7 +405,7 @@ impl<I: AsyncWrite> AsyncWrite for StallGuard<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.guard(cx, |inner, cx| inner.poll_write(cx, buf))
+        self.guard(cx, |inner, cx| inner.poll_write(cx, buf), |n| *n)
     }
 
     fn poll_write_vectored(
@@ -287,7 +413,7 @@ impl<I: AsyncWrite> AsyncWrite for StallGuard<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.guard(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+        self.guard(cx, |inner, cx| inner.poll_write_vectored(cx, bufs), |n| *n)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -295,11 +421,11 @@ impl<I: AsyncWrite> AsyncWrite for StallGuard<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.guard(cx, AsyncWrite::poll_flush)
+        self.guard(cx, AsyncWrite::poll_flush, |()| 0)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.guard(cx, AsyncWrite::poll_shutdown)
+        self.guard(cx, AsyncWrite::poll_shutdown, |()| 0)
     }
 }
 
@@ -327,13 +453,14 @@ mod tests {
 
     #[tokio::test]
     async fn writes_that_progress_never_time_out() {
-        let (writer, mut reader) = tokio::io::duplex(64);
-        let mut guarded = StallGuard::new(writer, Duration::from_millis(50));
+        let (writer, mut reader) = tokio::io::duplex(4096);
+        let mut guarded = StallGuard::new(writer, Duration::from_millis(100));
         let reading = tokio::spawn(async move {
             let mut total = 0;
-            let mut buf = [0u8; 16];
-            while total < 8192 {
-                // A slow reader: each read lets a little more through.
+            let mut buf = [0u8; 1024];
+            while total < 256 * 1024 {
+                // A reader slower than the writer, taking about 1 MB/s: far more than
+                // the least it must take in each 100 ms.
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 total += tokio::io::AsyncReadExt::read(&mut reader, &mut buf)
                     .await
@@ -342,9 +469,37 @@ mod tests {
             total
         });
         guarded
-            .write_all(&[1u8; 8192])
+            .write_all(&vec![1u8; 256 * 1024])
             .await
             .expect("a slow reader is not a stalled one");
-        assert_eq!(reading.await.expect("reader"), 8192);
+        assert_eq!(reading.await.expect("reader"), 256 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_takes_a_trickle_counts_as_stalled() {
+        let (writer, mut reader) = tokio::io::duplex(64);
+        let mut guarded = StallGuard::new(writer, Duration::from_millis(200));
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            // 16 bytes every 10 ms: the connection never stops moving, but at 1.6 kB/s it
+            // would take 10 s to pass one window's least.
+            while tokio::io::AsyncReadExt::read(&mut reader, &mut buf)
+                .await
+                .is_ok_and(|n| n > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let error = guarded
+            .write_all(&vec![1u8; 64 * 1024])
+            .await
+            .expect_err("cut off");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

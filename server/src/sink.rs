@@ -11,14 +11,26 @@
 //! write is cut short by a full socket, its end is left for the task, which writes it before
 //! anything else. A fan-out that falls behind (more updates waiting) queues instead, so that
 //! each task sends what piled up in one write, and the writes spread over the worker threads.
+//!
+//! What a queue may hold is bounded three ways ([`QueueLimits`]): a count of updates, a
+//! count of bytes, and the bytes of every update waiting in any queue of the process. A
+//! queue whose oldest update has waited longer than the stall timeout belongs to a reader
+//! that makes too little progress: it is emptied and its stream ends, and the client
+//! resumes from the history. Queued updates are shared with the history and with every
+//! other queue, never copied; so is the end of a write the socket did not take.
 
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
+    time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use socket2::SockRef;
@@ -30,20 +42,108 @@ use crate::update::Update;
 #[derive(Clone, Debug)]
 pub struct Direct(pub Arc<Sink>);
 
+/// What a write left for later: the ends of its parts, shared where they were shared.
+pub type Rest = Vec<Bytes>;
+
+/// One part of a write.
+#[derive(Clone, Copy)]
+pub enum Part<'a> {
+    /// Bytes shared with others (an event): what is not written stays shared.
+    Shared(&'a Bytes),
+    /// A few bytes of framing: what is not written is copied.
+    Slice(&'a [u8]),
+}
+
+impl Part<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Shared(bytes) => bytes,
+            Self::Slice(slice) => slice,
+        }
+    }
+
+    fn rest_from(&self, offset: usize) -> Bytes {
+        match self {
+            Self::Shared(bytes) => bytes.slice(offset..),
+            Self::Slice(slice) => Bytes::copy_from_slice(&slice[offset..]),
+        }
+    }
+}
+
+/// The bounds on the hub's queues besides their count, shared by every queue of a hub.
+#[derive(Debug)]
+pub struct QueueLimits {
+    /// Most bytes of live updates waiting in one queue.
+    pub max_bytes: usize,
+    /// Most bytes of the distinct updates waiting in any queue.
+    pub max_total: usize,
+    /// A queue whose oldest update has waited this long is emptied and its stream ends.
+    pub stall: Duration,
+    /// Bytes of the distinct updates waiting in any queue now.
+    total: AtomicUsize,
+}
+
+impl QueueLimits {
+    /// Limits of `max_bytes` a queue, `max_total` in all, and `stall` for the oldest update.
+    pub fn new(max_bytes: usize, max_total: usize, stall: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            max_bytes,
+            max_total,
+            stall,
+            total: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of the distinct updates waiting in any queue now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// `update` joined a queue.
+    fn hold(&self, update: &Update) {
+        if update.queued_in.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.total.fetch_add(update.chunk.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// `update` left a queue.
+    fn release(&self, update: &Update) {
+        if update.queued_in.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.total.fetch_sub(update.chunk.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether one more queue may hold `update`.
+    fn has_room_for(&self, update: &Update) -> bool {
+        update.queued_in.load(Ordering::Acquire) > 0
+            || self.total() + update.chunk.len() <= self.max_total
+    }
+}
+
 /// One subscriber's queue and, once attached, its socket.
 pub struct Sink {
     state: Mutex<State>,
     /// The stream's task, woken when something is queued or left over.
     task: AtomicWaker,
     capacity: usize,
+    /// The hub's bounds on bytes and age; the counter's streams have none.
+    limits: Option<Arc<QueueLimits>>,
+}
+
+/// An update in the queue, and when it joined.
+struct Queued {
+    update: Arc<Update>,
+    at: Instant,
 }
 
 #[derive(Default)]
 struct State {
     /// A replay's updates first (see [`Sink::preload`]), then the updates queued live.
-    queue: VecDeque<Arc<Update>>,
+    queue: VecDeque<Queued>,
     /// How many at the front of `queue` are the replay's (not counted against the capacity).
     replay: usize,
+    /// Bytes of the live updates in `queue`.
+    live_bytes: usize,
     /// No more updates will come (the subscriber was cut off or removed).
     closed: bool,
     /// The socket, while the stream is served on the fast path and its head is written.
@@ -51,7 +151,7 @@ struct State {
     /// The task has taken updates it has not finished writing, or has an unfinished write.
     busy: bool,
     /// The end of a direct write the socket did not take; the task writes it first.
-    leftover: Vec<u8>,
+    leftover: Rest,
     /// Updates written directly and not yet counted by the stream.
     direct: u64,
     /// When the last direct write went out: the stream's keep-alive timer counts from it.
@@ -65,17 +165,28 @@ pub enum Delivery {
     Written,
     /// Queued for the stream's task.
     Queued,
-    /// Not taken: the queue is full (or closed).
+    /// Not taken: the queue is full (by count, bytes, or the process's total), its reader
+    /// makes too little progress, or it is closed.
     Full,
 }
 
 impl Sink {
     /// An empty sink holding at most `capacity` queued updates.
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::build(capacity, None)
+    }
+
+    /// An empty sink holding at most `capacity` queued updates, within `limits`.
+    pub fn with_limits(capacity: usize, limits: &Arc<QueueLimits>) -> Arc<Self> {
+        Self::build(capacity, Some(Arc::clone(limits)))
+    }
+
+    fn build(capacity: usize, limits: Option<Arc<QueueLimits>>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             task: AtomicWaker::new(),
             capacity: capacity.max(1),
+            limits,
         })
     }
 
@@ -88,7 +199,7 @@ impl Sink {
         }
         if direct && state.queue.is_empty() && !state.busy {
             if let Some(socket) = &state.socket {
-                match write_now(socket, &[&update.chunk]) {
+                match write_now(socket, &[Part::Shared(&update.chunk)]) {
                     Ok(None) => {
                         state.direct += 1;
                         state.last_direct = Some(Instant::now());
@@ -112,7 +223,25 @@ impl Sink {
         if state.queue.len() - state.replay >= self.capacity {
             return Delivery::Full;
         }
-        state.queue.push_back(Arc::clone(update));
+        let now = Instant::now();
+        if let Some(limits) = &self.limits {
+            let stalled = state
+                .queue
+                .front()
+                .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limits.stall);
+            if stalled
+                || state.live_bytes + update.chunk.len() > limits.max_bytes
+                || !limits.has_room_for(update)
+            {
+                return Delivery::Full;
+            }
+            limits.hold(update);
+        }
+        state.live_bytes += update.chunk.len();
+        state.queue.push_back(Queued {
+            update: Arc::clone(update),
+            at: now,
+        });
         drop(state);
         self.task.wake();
         Delivery::Queued
@@ -120,15 +249,17 @@ impl Sink {
 
     /// Puts `replay` (the updates a subscriber missed) before anything queued, however many
     /// there are: the stream's task sends them first, and while any is left the fan-out
-    /// queues rather than writes to the socket, so no live update overtakes them.
+    /// queues rather than writes to the socket, so no live update overtakes them. They are
+    /// shared with the history and count against no bound but the stall timeout.
     pub fn preload(&self, replay: Vec<Arc<Update>>) {
         if replay.is_empty() {
             return;
         }
+        let at = Instant::now();
         let mut state = self.state.lock();
         state.replay += replay.len();
         for update in replay.into_iter().rev() {
-            state.queue.push_front(update);
+            state.queue.push_front(Queued { update, at });
         }
         drop(state);
         self.task.wake();
@@ -141,13 +272,20 @@ impl Sink {
     }
 
     /// The next queued update, with the count of updates written directly since the last
-    /// call; `None` once closed and drained. Taking an update marks the stream busy until
-    /// [`Sink::write`] finishes writing it.
+    /// call; `None` once closed and drained, or once the oldest update waited longer than
+    /// the stall timeout (the queue is emptied then). Taking an update marks the stream busy
+    /// until [`Sink::write`] finishes writing it.
     pub fn poll_take(&self, cx: &mut Context<'_>) -> (Poll<Option<Arc<Update>>>, u64) {
         let mut state = self.state.lock();
         let direct = std::mem::take(&mut state.direct);
-        if let Some(update) = state.queue.pop_front() {
-            state.replay = state.replay.saturating_sub(1);
+        if let (Some(limits), Some(oldest)) = (&self.limits, state.queue.front()) {
+            if oldest.at.elapsed() > limits.stall {
+                self.empty(&mut state);
+                state.closed = true;
+                return (Poll::Ready(None), direct);
+            }
+        }
+        if let Some(update) = self.pop(&mut state) {
             state.busy = true;
             return (Poll::Ready(Some(update)), direct);
         }
@@ -157,6 +295,30 @@ impl Sink {
         // Registered under the lock: an update queued after it wakes this task.
         self.task.register(cx.waker());
         (Poll::Pending, direct)
+    }
+
+    /// Takes the front of the queue, keeping the counts.
+    fn pop(&self, state: &mut State) -> Option<Arc<Update>> {
+        let Queued { update, .. } = state.queue.pop_front()?;
+        if state.replay > 0 {
+            state.replay -= 1;
+        } else {
+            state.live_bytes -= update.chunk.len();
+            if let Some(limits) = &self.limits {
+                limits.release(&update);
+            }
+        }
+        Some(update)
+    }
+
+    /// Drops everything queued, keeping the counts.
+    fn empty(&self, state: &mut State) {
+        while self.pop(state).is_some() {}
+    }
+
+    /// How many bytes of live updates wait in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().live_bytes
     }
 
     /// The next queued update (for tests; streams use [`Sink::poll_take`]).
@@ -170,16 +332,15 @@ impl Sink {
     #[cfg(test)]
     pub fn try_recv(&self) -> Option<Arc<Update>> {
         let mut state = self.state.lock();
-        let update = state.queue.pop_front();
+        let update = self.pop(&mut state);
         if update.is_some() {
-            state.replay = state.replay.saturating_sub(1);
             state.busy = true;
         }
         update
     }
 
     /// Takes what a direct write left over, registering `cx` to hear of the next one.
-    pub fn poll_leftover(&self, cx: &mut Context<'_>) -> Option<Vec<u8>> {
+    pub fn poll_leftover(&self, cx: &mut Context<'_>) -> Option<Rest> {
         let mut state = self.state.lock();
         if state.leftover.is_empty() {
             self.task.register(cx.waker());
@@ -195,8 +356,8 @@ impl Sink {
     pub fn write(
         &self,
         socket: Option<&Arc<TcpStream>>,
-        write: impl FnOnce() -> io::Result<Option<Vec<u8>>>,
-    ) -> io::Result<Option<Vec<u8>>> {
+        write: impl FnOnce() -> io::Result<Option<Rest>>,
+    ) -> io::Result<Option<Rest>> {
         let mut state = self.state.lock();
         let result = write();
         state.busy = !matches!(result, Ok(None));
@@ -228,11 +389,19 @@ impl Sink {
     }
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let mut state = std::mem::take(self.state.get_mut());
+        self.empty(&mut state);
+    }
+}
+
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.state.lock();
         f.debug_struct("Sink")
             .field("queued", &state.queue.len())
+            .field("queued_bytes", &state.live_bytes)
             .field("closed", &state.closed)
             .field("attached", &state.socket.is_some())
             .field("busy", &state.busy)
@@ -263,18 +432,18 @@ pub fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
 }
 
 /// Writes what the socket takes of `parts` (at most five) in one system call, without
-/// waiting; returns the rest, if any.
-pub fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
+/// waiting; returns the rest, if any (shared parts stay shared).
+pub fn write_now(stream: &TcpStream, parts: &[Part<'_>]) -> io::Result<Option<Rest>> {
     let mut slices = [IoSlice::new(&[]); 5];
     let mut count = 0;
     let mut total = 0;
-    for part in parts.iter().filter(|part| !part.is_empty()) {
+    for part in parts.iter().filter(|part| !part.as_slice().is_empty()) {
         if count == slices.len() {
             return Err(io::Error::other("too many parts in one write"));
         }
-        slices[count] = IoSlice::new(part);
+        slices[count] = IoSlice::new(part.as_slice());
         count += 1;
-        total += part.len();
+        total += part.as_slice().len();
     }
     if total == 0 {
         return Ok(None);
@@ -298,17 +467,22 @@ pub fn write_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<Option<Vec<u
     if written == total {
         return Ok(None);
     }
-    let mut rest = Vec::with_capacity(total - written);
-    let mut skip = written;
+    Ok(Some(rest_after(parts, written)))
+}
+
+/// What is left of `parts` once `written` bytes of them went out.
+pub fn rest_after(parts: &[Part<'_>], mut written: usize) -> Rest {
+    let mut rest = Vec::with_capacity(parts.len());
     for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
+        let len = part.as_slice().len();
+        if written >= len {
+            written -= len;
         } else {
-            rest.extend_from_slice(&part[skip..]);
-            skip = 0;
+            rest.push(part.rest_from(written));
+            written = 0;
         }
     }
-    Ok(Some(rest))
+    rest
 }
 
 #[cfg(test)]
@@ -354,5 +528,69 @@ mod tests {
         assert_eq!(take(&sink), None);
         // Idle again: a live update goes straight to the socket.
         assert_eq!(sink.deliver(&event(9), true), Delivery::Written);
+    }
+
+    /// An update whose chunk is `n` bytes of data and its framing.
+    fn sized(n: usize) -> Arc<Update> {
+        Update::raw(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[tokio::test]
+    async fn queues_are_bounded_in_bytes_each_and_in_all_counting_shared_updates_once() {
+        let limits = QueueLimits::new(1000, 1500, Duration::from_secs(30));
+        let mut sinks: Vec<Arc<Sink>> = (0..4).map(|_| Sink::with_limits(100, &limits)).collect();
+        let [first, second, third] = [sized(600), sized(600), sized(600)];
+        let size = first.chunk.len();
+        assert_eq!(sinks[0].deliver(&first, false), Delivery::Queued);
+        assert_eq!(
+            sinks[0].deliver(&second, false),
+            Delivery::Full,
+            "two would pass one queue's bytes"
+        );
+        assert_eq!(sinks[1].deliver(&first, false), Delivery::Queued);
+        assert_eq!(limits.total(), size, "one update in two queues counts once");
+        assert_eq!(sinks[2].deliver(&second, false), Delivery::Queued);
+        assert_eq!(limits.total(), 2 * size);
+        assert_eq!(
+            sinks[3].deliver(&third, false),
+            Delivery::Full,
+            "a third distinct update would pass the total"
+        );
+        assert_eq!(take(&sinks[0]), Some(first.wire.clone()));
+        assert_eq!(limits.total(), 2 * size, "still waiting in another queue");
+        drop(sinks.remove(1));
+        assert_eq!(limits.total(), size, "a dropped queue gives its bytes back");
+        let fourth = Sink::with_limits(100, &limits);
+        assert_eq!(fourth.deliver(&third, false), Delivery::Queued);
+        assert_eq!(fourth.queued_bytes(), size);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_whose_oldest_update_waited_past_the_stall_timeout_is_emptied() {
+        let limits = QueueLimits::new(1 << 20, 1 << 20, Duration::from_secs(30));
+        let sink = Sink::with_limits(100, &limits);
+        sink.preload(vec![event(1)]);
+        assert_eq!(sink.deliver(&event(2), false), Delivery::Queued);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(take(&sink), Some(event(1).wire.clone()), "a slow reader");
+        assert_eq!(sink.deliver(&event(3), false), Delivery::Queued);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // Event 2 has waited 31 s: the reader makes too little progress.
+        assert_eq!(sink.deliver(&event(4), false), Delivery::Full);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(sink.poll_take(&mut cx).0, Poll::Ready(None)));
+        assert_eq!(sink.queued_bytes(), 0);
+        assert_eq!(limits.total(), 0, "everything it held is given back");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_direct_write_stays_shared_with_the_update() {
+        let update = sized(100);
+        let rest = rest_after(&[Part::Shared(&update.chunk)], 10);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].as_ptr(), update.chunk[10..].as_ptr(), "not copied");
+        let framing = rest_after(&[Part::Slice(b"ab"), Part::Shared(&update.chunk)], 1);
+        assert_eq!(framing[0], &b"b"[..]);
+        assert_eq!(framing[1].as_ptr(), update.chunk.as_ptr());
     }
 }

@@ -32,7 +32,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::sink::{chunk_header, write_now, Direct, Sink};
+use crate::sink::{chunk_header, write_now, Direct, Part, Rest, Sink};
 use tower::ServiceExt;
 
 /// The longest request head this path reads; longer ones go to hyper.
@@ -105,11 +105,21 @@ fn parse(bytes: &[u8], peer: SocketAddr) -> Option<StreamRequest> {
             .to_str()
             .is_ok_and(|v| v.contains("text/event-stream"))
     });
-    let has_body = map.contains_key(header::TRANSFER_ENCODING)
-        || map
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0");
-    if !wants_stream || has_body || map.contains_key(header::UPGRADE) {
+    // This path takes only heads hyper would take the same way; anything it would judge
+    // otherwise (a body, conflicting or odd lengths, an upgrade, `Expect`) goes to hyper,
+    // so both paths give every head the same verdict.
+    let mut lengths = map.get_all(header::CONTENT_LENGTH).iter();
+    let length_ok = match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(length), None) => length.as_bytes() == b"0",
+        (Some(_), Some(_)) => false,
+    };
+    if !wants_stream
+        || !length_ok
+        || map.contains_key(header::TRANSFER_ENCODING)
+        || map.contains_key(header::UPGRADE)
+        || map.contains_key(header::EXPECT)
+    {
         return None;
     }
     let uri: Uri = target.parse().ok()?;
@@ -243,7 +253,7 @@ enum Next {
     /// The client closed its side.
     ClientGone,
     /// The end of a direct write, already framed.
-    Leftover(Vec<u8>),
+    Leftover(Rest),
 }
 
 /// Where a response goes.
@@ -258,7 +268,7 @@ struct Out<'a> {
 impl Out<'_> {
     /// Writes `parts` without waiting (under the sink's lock, when there is one); returns
     /// what the socket did not take. After it, direct writes may go on unless `done`.
-    fn write(&self, parts: &[&[u8]], done: bool) -> io::Result<Option<Vec<u8>>> {
+    fn write(&self, parts: &[Part<'_>], done: bool) -> io::Result<Option<Rest>> {
         match self.direct {
             None => write_now(self.stream, parts),
             Some(sink) => sink.write((!done).then_some(self.stream), || {
@@ -268,7 +278,7 @@ impl Out<'_> {
     }
 
     /// Waits until `rest` (what a write left over, if anything) is written.
-    async fn finish(&self, rest: Option<Vec<u8>>, stall_timeout: Duration) -> io::Result<()> {
+    async fn finish(&self, rest: Option<Rest>, stall_timeout: Duration) -> io::Result<()> {
         let Some(rest) = rest else { return Ok(()) };
         // Boxed: rare, and the wait's timer would otherwise sit in every stream's future.
         Box::pin(write_rest(self.stream, rest, stall_timeout)).await?;
@@ -292,7 +302,7 @@ async fn respond(
     let mut next = match first {
         Poll::Ready(next) => next?,
         Poll::Pending => {
-            let rest = out.write(&[&head.take().unwrap_or_default()], false)?;
+            let rest = out.write(&[Part::Slice(&head.take().unwrap_or_default())], false)?;
             out.finish(rest, stall_timeout).await?;
             std::future::poll_fn(|cx| poll_next(out, &mut body, cx)).await?
         }
@@ -310,23 +320,34 @@ async fn respond(
 
 /// Writes `next` (after `head`, when given) without waiting; returns what the socket did
 /// not take, and whether the response is over.
-fn write_next(
-    out: Out<'_>,
-    head: Option<Vec<u8>>,
-    next: Next,
-) -> io::Result<(Option<Vec<u8>>, bool)> {
+fn write_next(out: Out<'_>, head: Option<Vec<u8>>, next: Next) -> io::Result<(Option<Rest>, bool)> {
     let head = head.unwrap_or_default();
     match next {
         Next::Data { data, end } => {
             let mut size = [0u8; 18];
             let [size, chunk_end, last] = frame_parts(&data, out.known_length, end, &mut size);
-            let rest = out.write(&[&head, size, &data, chunk_end, last], end)?;
+            let parts = [
+                Part::Slice(&head),
+                Part::Slice(size),
+                Part::Shared(&data),
+                Part::Slice(chunk_end),
+                Part::Slice(last),
+            ];
+            let rest = out.write(&parts, end)?;
             Ok((rest, end))
         }
-        Next::Leftover(bytes) => Ok((out.write(&[&head, &bytes], false)?, false)),
+        Next::Leftover(leftover) => {
+            // A direct write's end is one part (its chunk's), plus the head before it.
+            let mut parts = vec![Part::Slice(&head)];
+            parts.extend(leftover.iter().map(Part::Shared));
+            Ok((out.write(&parts, false)?, false))
+        }
         Next::End => {
             let last: &[u8] = if out.known_length { b"" } else { LAST_CHUNK };
-            Ok((out.write(&[&head, last], true)?, true))
+            Ok((
+                out.write(&[Part::Slice(&head), Part::Slice(last)], true)?,
+                true,
+            ))
         }
         Next::ClientGone => Ok((None, true)),
     }
@@ -395,25 +416,44 @@ fn poll_next(out: Out<'_>, body: &mut Body, cx: &mut Context<'_>) -> Poll<io::Re
     Poll::Pending
 }
 
-/// Writes all of `rest`, waiting for the socket when it is full, and fails when one wait
-/// lasts longer than `stall_timeout` (the client stopped reading).
-async fn write_rest(stream: &TcpStream, rest: Vec<u8>, stall_timeout: Duration) -> io::Result<()> {
-    let mut offset = 0;
-    while offset < rest.len() {
-        match tokio::time::timeout(stall_timeout, stream.writable()).await {
-            Ok(ready) => ready?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client stopped reading",
-                ))
+/// The least a client must read in each stall timeout while a write waits for it: less is
+/// a client that stopped reading, or reads so slowly that it only holds the connection.
+pub const MIN_PROGRESS: usize = 16 * 1024;
+
+/// Writes all of `rest`, waiting for the socket when it is full, and fails when the client
+/// reads less than [`MIN_PROGRESS`] (or what is left, if less) in one `stall_timeout`.
+async fn write_rest(stream: &TcpStream, rest: Rest, stall_timeout: Duration) -> io::Result<()> {
+    let total: usize = rest.iter().map(Bytes::len).sum();
+    let mut left = total;
+    let mut window = tokio::time::Instant::now() + stall_timeout;
+    let mut owed = MIN_PROGRESS.min(left);
+    for part in rest {
+        let mut offset = 0;
+        while offset < part.len() {
+            match tokio::time::timeout_at(window, stream.writable()).await {
+                Ok(ready) => ready?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client stopped reading, or reads too little",
+                    ))
+                }
             }
-        }
-        match stream.try_write(&rest[offset..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => offset += written,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
+            match stream.try_write(&part[offset..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    offset += written;
+                    left -= written;
+                    owed = owed.saturating_sub(written);
+                    if owed == 0 {
+                        // Enough for this window: the next one starts now.
+                        window = tokio::time::Instant::now() + stall_timeout;
+                        owed = MIN_PROGRESS.min(left);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
         }
     }
     Ok(())
@@ -524,6 +564,10 @@ pub(crate) mod tests {
             b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 3\r\n\r\n",
             b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\n",
             b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: h2c\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 0\r\nContent-Length: 3\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nAccept: text/event-stream\r\nExpect: 100-continue\r\n\r\n",
             b"\x16\x03\x01 not http",
         ] {
             assert!(parse(head, peer()).is_none(), "{}", String::from_utf8_lossy(head));

@@ -13,21 +13,51 @@ use crate::{
     broker::Broker,
     hub::{
         auth::{self, Role, TokenRequest},
-        new_update_id,
+        new_update_id, subscriptions,
+        text::{escape_segment, unescape_segment},
         topic_hub::HEALTH_TOPIC,
         HubService, PAGE_TOKEN_LIFETIME,
     },
-    update::NewUpdate,
+    update::{NewUpdate, Update},
 };
+
+/// The start of every subscription-event topic of the topic page `topic` (an IRI).
+fn presence_grant_topic(topic: &str) -> String {
+    format!("{PRESENCE_PREFIX}{}/", escape_segment(topic))
+}
 
 /// The event type of members-only messages from the composer; pages mark them.
 pub const MEMBERS_EVENT: &str = "members";
-/// What every page may read: the subscription events of every topic (who is watching).
-const PRESENCE_GRANT: &str =
-    "urlpattern:/.well-known/mercure/subscriptions/exact/:topic/:subscriber";
 /// What members may read besides: private messages of every topic.
 const MEMBER_GRANT: &str = "urlpattern:/topics/*";
 const TOPIC_PREFIX: &str = "/topics/";
+/// The topic pages whose watchers one page token may read: the page's own and those of the
+/// last pages the reader opened before (each tab's next connection sends the newest cookie).
+pub const PRESENCE_TOPICS_KEPT: usize = 8;
+/// The grant of a topic page's watchers, around its topic percent-encoded once.
+const PRESENCE_PREFIX: &str = "/.well-known/mercure/subscriptions/exact/";
+const PRESENCE_SUFFIX: &str = "/:subscriber";
+
+/// The grant to read who watches the topic page `name`: its subscription events, and no
+/// other topic's (`urlpattern:` marks the selector type for [`auth::mint`]).
+pub fn presence_grant(name: &str) -> String {
+    format!(
+        "urlpattern:{PRESENCE_PREFIX}{}{PRESENCE_SUFFIX}",
+        escape_segment(&app::api::topic_iri(name))
+    )
+}
+
+/// The topic page `selector` grants the watchers of, if it is a [`presence_grant`].
+fn presence_topic(selector: &str) -> Option<String> {
+    let encoded = selector
+        .strip_prefix(PRESENCE_PREFIX)?
+        .strip_suffix(PRESENCE_SUFFIX)?;
+    let name = unescape_segment(encoded)?
+        .strip_prefix(TOPIC_PREFIX)?
+        .to_owned();
+    app::api::check_topic_name(&name).ok()?;
+    Some(name)
+}
 
 /// The hub, as the pages use it.
 pub struct HubBackend(pub Arc<HubService>);
@@ -58,9 +88,25 @@ impl HubBackend {
 impl TopicBackend for HubBackend {
     fn snapshot(&self, topic: &str, limit: usize, member: bool) -> TopicView {
         let hub = &self.0.hub;
-        let (updates, older, cursor) = hub.snapshot(limit, |update| {
-            update.topics.iter().any(|t| **t == *topic) && (member || !update.private)
-        });
+        let on_topic = |update: &Update| update.topics.iter().any(|t| **t == *topic);
+        // The page resumes from the newest update its reader may see: one of the topic's
+        // messages, a members-only one for a member, or any public one. Never a private
+        // update of anyone else, whose id would tell that it exists.
+        let presence = presence_grant_topic(topic);
+        let visible = |update: &Update| {
+            !update.private
+                || (member && update.topics.iter().any(|t| t.starts_with(TOPIC_PREFIX)))
+                || (subscriptions::is_event(&update.topics)
+                    && update
+                        .topics
+                        .first()
+                        .is_some_and(|t| t.starts_with(&presence)))
+        };
+        let (updates, older, cursor) = hub.snapshot(
+            limit,
+            |update| on_topic(update) && (member || !update.private),
+            visible,
+        );
         let messages = updates
             .iter()
             .map(|update| TopicMessage {
@@ -154,9 +200,12 @@ impl TopicBackend for HubBackend {
             .map_err(|wait| u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX))
     }
 
-    fn token_cookie(&self, head: &Parts, member: bool) -> Result<String, String> {
+    fn token_cookie(&self, head: &Parts, topic: &str, member: bool) -> Result<String, String> {
         let service = &self.0;
-        let mut subscribe = vec![PRESENCE_GRANT.to_owned(), HEALTH_TOPIC.to_owned()];
+        let mut subscribe = vec![HEALTH_TOPIC.to_owned()];
+        for name in presence_topics(service, head, topic) {
+            subscribe.push(presence_grant(&name));
+        }
         if member {
             subscribe.push(MEMBER_GRANT.to_owned());
         }
@@ -186,7 +235,7 @@ impl TopicBackend for HubBackend {
 
     fn membership(&self, head: &Parts) -> Option<bool> {
         let service = &self.0;
-        let Ok(Some(token)) = auth::extract_token(&head.headers, &[], &service.auth) else {
+        let Ok(Some((token, _))) = auth::extract_token(&head.headers, &[], &service.auth) else {
             return None;
         };
         let audience = service.resource_identifier(&head.headers, &head.uri);
@@ -200,4 +249,30 @@ impl TopicBackend for HubBackend {
         .ok()
         .map(|grants| grants.may_read(&["/topics/any"], service.base()))
     }
+}
+
+/// The topic pages a new page token for `topic` grants the watchers of: `topic` first, then
+/// those the request's current token grants (newest first), [`PRESENCE_TOPICS_KEPT`] in all.
+/// The current token is read even when it is no longer valid (it ran out, or another key
+/// signed it): all it contributes is names of topic pages, whose watchers any visitor of
+/// those pages may see anyway.
+fn presence_topics(service: &HubService, head: &Parts, topic: &str) -> Vec<String> {
+    let mut names = vec![topic.to_owned()];
+    let earlier = auth::extract_token(&head.headers, &[], &service.auth)
+        .ok()
+        .flatten()
+        .map(|(token, _)| auth::unverified_subscribe_selectors(&token))
+        .unwrap_or_default();
+    for name in earlier
+        .iter()
+        .filter_map(|selector| presence_topic(selector))
+    {
+        if names.len() == PRESENCE_TOPICS_KEPT {
+            break;
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }

@@ -78,6 +78,8 @@ pub struct Update {
     /// `wire` as one HTTP/1.1 chunk (size line, event, CRLF), in the same allocation: what
     /// the fan-out writes to each socket with one plain `send`.
     pub chunk: Bytes,
+    /// In how many subscribers' live queues the update waits now (see [`crate::sink`]).
+    pub(crate) queued_in: std::sync::atomic::AtomicU32,
 }
 
 impl fmt::Debug for Update {
@@ -145,6 +147,7 @@ impl Update {
             accepted_ms,
             wire,
             chunk,
+            queued_in: Default::default(),
         })
     }
 
@@ -176,6 +179,7 @@ impl Update {
             accepted_ms: 0,
             wire,
             chunk,
+            queued_in: Default::default(),
         })
     }
 }

@@ -196,18 +196,32 @@ async fn publishing_needs_a_valid_token_with_the_right_grant() {
     );
     assert_eq!(publish(&server, &by_pattern, &form).await.status(), 200);
 
-    // A token in the cookie works when there is no Authorization header.
-    let cookie = client
-        .post(server.url(HUB))
-        .header(
-            "cookie",
-            format!("mercure_access_token={}", publish_all(&server)),
-        )
-        .form(&form)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(cookie.status(), 200);
+    // A token in the cookie works when there is no Authorization header, from a page of
+    // the hub's own origin (which the request must name).
+    let own_origin = format!("http://{}", server.addr);
+    for (origin, referer, status) in [
+        (Some(own_origin.as_str()), None, 200),
+        (None, Some(format!("{own_origin}/topics/a")), 200),
+        (Some("http://evil.example"), None, 403),
+        (None, Some("http://evil.example/page".to_owned()), 403),
+        (None, None, 403),
+    ] {
+        let mut request = client
+            .post(server.url(HUB))
+            .header(
+                "cookie",
+                format!("mercure_access_token={}", publish_all(&server)),
+            )
+            .form(&form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(referer) = &referer {
+            request = request.header("referer", referer);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), status, "{origin:?} {referer:?}");
+    }
 }
 
 #[tokio::test]
@@ -742,11 +756,16 @@ async fn compatibility_mode_serves_0x_clients() {
     .await;
     assert_eq!(outside.status(), 403);
 
-    // 0.x cursor: lastEventID, answered in Last-Event-ID as well.
+    // 0.x cursor: lastEventID, answered in Last-Event-ID as well, to a subscriber that may
+    // read the update it names.
     let resumed = reqwest::get(format!(
-        "{}?topic=https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D&lastEventID={}",
+        "{}?{}",
         server.url(HUB),
-        form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+        query(&[
+            ("topic", "https://example.com/books/{id}"),
+            ("lastEventID", &secret),
+            ("authorization", &legacy_subscriber)
+        ])
     ))
     .await
     .expect("request");
@@ -754,6 +773,24 @@ async fn compatibility_mode_serves_0x_clients() {
     assert_eq!(resumed.headers()["mercure-last-event-id"], secret.as_str());
     let mut resumed = events(resumed);
     assert_eq!(next(&mut resumed).await.id, public);
+    // To anyone else, a private update's id is as unknown as one never published.
+    let anonymous = reqwest::get(format!(
+        "{}?{}",
+        server.url(HUB),
+        query(&[
+            ("topic", "https://example.com/books/{id}"),
+            ("lastEventID", &secret)
+        ])
+    ))
+    .await
+    .expect("request");
+    assert_eq!(anonymous.headers()["mercure-last-event-id"], "earliest");
+    let mut anonymous = events(anonymous);
+    assert_eq!(
+        next(&mut anonymous).await.id,
+        public,
+        "replayed from the earliest"
+    );
 
     // Modern clients keep working alongside.
     let modern = publisher_token(&server, json!([{ "match": "*" }]));

@@ -22,11 +22,12 @@ pub async fn post_form(form: &web_sys::HtmlFormElement) -> Result<String, TopicE
 /// the page's next connection to the hub, if the hub no longer accepts the one it has
 /// (see [`crate::api::renew_token`]).
 #[cfg(feature = "hydrate")]
-pub async fn request_token(member: bool) -> Result<String, TopicError> {
+pub async fn request_token(topic: &str, member: bool) -> Result<String, TopicError> {
     use leptos::server_fn::ServerFn;
 
     let body = web_sys::UrlSearchParams::new()
         .map_err(|_| TopicError::Transport("cannot build the form".into()))?;
+    body.append("topic", topic);
     body.append("member", if member { "true" } else { "false" });
     post(crate::api::RenewToken::PATH, &body).await
 }
@@ -118,8 +119,8 @@ pub async fn fetch_watchers(topic: &str) -> Option<Vec<String>> {
 
 /// Off the browser there is no token to renew.
 #[cfg(not(feature = "hydrate"))]
-pub async fn request_token(member: bool) -> Result<String, TopicError> {
-    let _ = member;
+pub async fn request_token(topic: &str, member: bool) -> Result<String, TopicError> {
+    let _ = (topic, member);
     Err(TopicError::Transport(
         "tokens are renewed from the browser".into(),
     ))

@@ -144,6 +144,7 @@ fn TopicRoom() -> impl IntoView {
     let url = subscription_url(&topic, &cursor);
     let resume_topic = topic.clone();
     let watchers_topic = topic.clone();
+    let token_topic = topic.clone();
     let reopened = std::cell::Cell::new(false);
     let state = use_event_source(
         url,
@@ -197,8 +198,9 @@ fn TopicRoom() -> impl IntoView {
     // subscriber key signs with a new key. So the page asks for a new one meanwhile.
     Effect::new(move |_| {
         if matches!(state.get(), ConnectionState::Failed { .. }) {
+            let topic = token_topic.clone();
             leptos::task::spawn_local(async move {
-                let _ = request_token(member).await;
+                let _ = request_token(&topic, member).await;
             });
         }
     });
@@ -270,6 +272,7 @@ fn TopicRoom() -> impl IntoView {
             // A plain form: the server sets the new token and sends the browser back here,
             // which reloads the page with it (what the hub sends depends on the token).
             <form class="membership" method="post" action=SetMembership::PATH data-testid="membership">
+                <input type="hidden" name="topic" value=topic.clone()/>
                 <input type="hidden" name="member" value=if member { "false" } else { "true" }/>
                 <span>{membership_note}</span>
                 <button class="link-button" type="submit">{membership_action}</button>

@@ -130,8 +130,9 @@ pub struct Grants {
     pub publish: Vec<Selector>,
     /// Subscribe grants, in token order, each with its payload.
     pub subscribe: Vec<SubscribeGrant>,
-    /// When the token expires (seconds since the epoch); streams close then.
-    pub expires_at: Option<u64>,
+    /// When the token expires (seconds since the epoch, with a fraction); streams close
+    /// then.
+    pub expires_at: Option<f64>,
 }
 
 /// Topics the holder may read private updates of, and the payload that goes with them.
@@ -200,6 +201,17 @@ impl AuthError {
     }
 }
 
+/// Where a request's token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer …`, which a browser never sends by itself.
+    Header,
+    /// The `authorization` query parameter (compatibility mode).
+    Query,
+    /// A cookie, which the browser sends with requests other sites' pages make too.
+    Cookie,
+}
+
 /// Finds the token of a request: the `Authorization` header, else (compatibility mode) the
 /// `authorization` query parameter, else the cookie (and, in compatibility mode, the 0.x
 /// cookie). `None` when there is none.
@@ -207,7 +219,7 @@ pub fn extract_token(
     headers: &HeaderMap,
     query: &[(String, String)],
     settings: &AuthSettings,
-) -> Result<Option<String>, AuthError> {
+) -> Result<Option<(String, TokenSource)>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(value) = values.next() {
         if values.next().is_some() {
@@ -220,11 +232,11 @@ pub fn extract_token(
             .map(|_| value[7..].trim())
             .filter(|token| !token.is_empty())
             .ok_or(AuthError::Malformed)?;
-        return Ok(Some(token.to_owned()));
+        return Ok(Some((token.to_owned(), TokenSource::Header)));
     }
     if settings.compat {
         if let Some((_, token)) = query.iter().find(|(name, _)| name == "authorization") {
-            return Ok(Some(token.clone()));
+            return Ok(Some((token.clone(), TokenSource::Query)));
         }
     }
     let mut cookies = headers
@@ -237,7 +249,32 @@ pub fn extract_token(
         |name: &str| name == settings.cookie_name || (settings.compat && name == LEGACY_COOKIE);
     Ok(cookies
         .find(|(name, _)| wanted(name))
-        .map(|(_, value)| value.trim_matches('"').to_owned()))
+        .map(|(_, value)| (value.trim_matches('"').to_owned(), TokenSource::Cookie)))
+}
+
+/// Whether a request authorized by a cookie comes from a page of an allowed origin: the
+/// browser sends the cookie with requests other sites' pages make too, so such a request
+/// must say where it comes from (`Origin`, else `Referer`) and that must be `own_origin`
+/// (the hub's) or one of `allowed` (`*`: any). A request that names neither is refused.
+pub fn cookie_origin_allowed(headers: &HeaderMap, own_origin: &str, allowed: &[String]) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .filter(|origin| !origin.is_empty() && *origin != "null")
+        .map(str::to_owned)
+        .or_else(|| {
+            let referer = headers.get(header::REFERER)?.to_str().ok()?;
+            let url = url::Url::parse(referer).ok()?;
+            Some(url.origin().ascii_serialization()).filter(|origin| origin != "null")
+        });
+    let Some(origin) = origin else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    origin.eq_ignore_ascii_case(own_origin)
+        || allowed.iter().any(|allowed| {
+            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
 }
 
 /// Validates `token` for `role` against `resource_identifier` and returns what it allows.
@@ -270,23 +307,19 @@ pub fn validate(
             return Err(invalid("typ is not at+jwt"));
         }
     }
+    // The library checks the signature only: the time claims are checked here, to the
+    // millisecond and for fractional values too (a NumericDate may have a fraction), and so
+    // are `aud` and `iss`, which compatibility mode may leave out but never get wrong.
     let mut validation = Validation::new(key.algorithm);
-    validation.leeway = 0;
-    validation.validate_nbf = true;
-    if settings.compat {
-        validation.required_spec_claims = HashSet::new();
-        validation.validate_aud = false;
-    } else {
-        validation.required_spec_claims = ["exp", "aud", "iss"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        validation.set_audience(&[resource_identifier]);
-        validation.set_issuer(&settings.trusted_issuers);
-    }
+    validation.required_spec_claims = HashSet::new();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
     let claims = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
         .map_err(|error| invalid(&format!("{:?}", error.kind())))?
         .claims;
+    let expires_at =
+        check_claims(&claims, now_seconds(), resource_identifier, settings).map_err(invalid)?;
     let mut grants = match claims.get("authorization_details") {
         Some(details) => parse_details(details, base).map_err(|reason| invalid(&reason))?,
         None if settings.compat => {
@@ -294,8 +327,69 @@ pub fn validate(
         }
         None => Grants::default(),
     };
-    grants.expires_at = claims.get("exp").and_then(Value::as_u64);
+    grants.expires_at = expires_at;
     Ok(grants)
+}
+
+/// The time now, in seconds since the epoch, with its fraction.
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// Checks the registered claims of a token's `claims` at time `now` (seconds since the
+/// epoch); returns when it expires. `exp`, `aud` and `iss` are required unless in
+/// compatibility mode, where each may be absent; present, each must be right:
+///
+/// - `exp` and `nbf` are NumericDates (JSON numbers, fractions allowed): the token is
+///   valid from `nbf` on and while the time is before `exp` (RFC 7519, 4.1.4 and 4.1.5);
+/// - `aud` (a string or an array of strings) names the hub's resource identifier;
+/// - `iss` is one of the trusted issuers.
+pub fn check_claims(
+    claims: &Value,
+    now: f64,
+    resource_identifier: &str,
+    settings: &AuthSettings,
+) -> Result<Option<f64>, &'static str> {
+    let required = !settings.compat;
+    let date = |name: &str| -> Result<Option<f64>, &'static str> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(number)) => number
+                .as_f64()
+                .filter(|value| value.is_finite())
+                .map(Some)
+                .ok_or("a time claim is not a usable number"),
+            Some(_) => Err("a time claim is not a number"),
+        }
+    };
+    let expires_at = date("exp")?;
+    match expires_at {
+        None if required => return Err("no exp claim"),
+        Some(exp) if now >= exp => return Err("expired"),
+        _ => {}
+    }
+    if date("nbf")?.is_some_and(|nbf| now < nbf) {
+        return Err("not valid yet (nbf)");
+    }
+    match claims.get("aud") {
+        None if required => return Err("no aud claim"),
+        None => {}
+        Some(Value::String(aud)) if aud == resource_identifier => {}
+        Some(Value::Array(auds))
+            if auds
+                .iter()
+                .any(|aud| aud.as_str() == Some(resource_identifier)) => {}
+        Some(_) => return Err("aud does not name this hub"),
+    }
+    match claims.get("iss") {
+        None if required => return Err("no iss claim"),
+        None => {}
+        Some(Value::String(iss)) if settings.trusted_issuers.iter().any(|t| t == iss) => {}
+        Some(_) => return Err("iss is not trusted"),
+    }
+    Ok(expires_at)
 }
 
 fn parse_details(details: &Value, base: &MatchBase) -> Result<Grants, String> {
@@ -434,6 +528,35 @@ fn parse_legacy(claims: &Value, base: &MatchBase) -> Result<Grants, String> {
         subscribe,
         expires_at: None,
     })
+}
+
+/// The `match` strings of the subscribe grants `token` claims, read without checking the
+/// token in any way: only for what a forged token could not abuse (the topic pages a
+/// renewed page token names, each of which any visitor may open).
+pub fn unverified_subscribe_selectors(token: &str) -> Vec<String> {
+    let Ok(claims) = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token) else {
+        return Vec::new();
+    };
+    let Some(details) = claims
+        .get("authorization_details")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    details
+        .iter()
+        .filter(|detail| {
+            detail
+                .get("actions")
+                .and_then(Value::as_array)
+                .is_some_and(|actions| actions.iter().any(|a| a.as_str() == Some("subscribe")))
+        })
+        .filter_map(|detail| detail.get("topics").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|topic| topic.get("match").and_then(Value::as_str))
+        .take(MAX_DETAIL_TOPICS)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What a token the server mints allows.
@@ -633,6 +756,70 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_exact_for_whole_and_fractional_dates() {
+        let modern = settings(false);
+        let at = |exp: Value, now: f64| {
+            check_claims(
+                &json!({ "iss": ISS, "aud": AUD, "exp": exp }),
+                now,
+                AUD,
+                &modern,
+            )
+        };
+        assert_eq!(at(json!(1000), 999.999), Ok(Some(1000.0)));
+        assert!(at(json!(1000), 1000.0).is_err(), "valid only before exp");
+        assert!(at(json!(1000), 1000.18).is_err(), "not a second of grace");
+        assert_eq!(at(json!(1000.5), 1000.4), Ok(Some(1000.5)));
+        assert!(at(json!(1000.5), 1000.5).is_err());
+        assert!(
+            at(json!(-5), 0.0).is_err(),
+            "a date before the epoch is past"
+        );
+        assert_eq!(at(json!(1e300), 1000.0), Ok(Some(1e300)), "far future");
+        for exp in [
+            json!("2000"),
+            json!(null),
+            json!([2000]),
+            json!({ "at": 2000 }),
+            json!(true),
+        ] {
+            assert!(at(exp.clone(), 1000.0).is_err(), "{exp}");
+        }
+        let not_before = |nbf: Value, now: f64| {
+            check_claims(
+                &json!({ "iss": ISS, "aud": AUD, "exp": 2000, "nbf": nbf }),
+                now,
+                AUD,
+                &modern,
+            )
+        };
+        assert!(not_before(json!(1000.5), 1000.4).is_err());
+        assert!(not_before(json!(1000.5), 1000.5).is_ok());
+        assert!(not_before(json!("1000"), 1500.0).is_err());
+    }
+
+    #[test]
+    fn compat_mode_lets_claims_be_absent_but_never_wrong() {
+        let compat = settings(true);
+        let check = |claims: Value| check_claims(&claims, 1000.0, AUD, &compat);
+        assert_eq!(check(json!({})), Ok(None), "a 0.x token carries none");
+        assert!(check(json!({ "aud": AUD, "iss": ISS, "exp": 2000 })).is_ok());
+        assert!(check(json!({ "aud": [AUD, "https://other"] })).is_ok());
+        for wrong in [
+            json!({ "aud": "https://other.example/.well-known/mercure" }),
+            json!({ "aud": ["https://other"] }),
+            json!({ "aud": 7 }),
+            json!({ "iss": "https://untrusted.example" }),
+            json!({ "exp": 999 }),
+            json!({ "exp": "soon" }),
+        ] {
+            assert!(check(wrong.clone()).is_err(), "{wrong}");
+        }
+        let modern = settings(false);
+        assert!(check_claims(&json!({ "aud": AUD, "exp": 2000 }), 1000.0, AUD, &modern).is_err());
+    }
+
+    #[test]
     fn refuses_other_algorithms_and_other_keys() {
         let claims = modern_claims(json!([]));
         let mut header = Header::new(Algorithm::HS512);
@@ -734,7 +921,7 @@ mod tests {
         );
         assert_eq!(
             extract_token(&headers, &[], &modern),
-            Ok(Some("from-cookie".into()))
+            Ok(Some(("from-cookie".into(), TokenSource::Cookie)))
         );
         headers.insert(
             header::AUTHORIZATION,
@@ -742,7 +929,7 @@ mod tests {
         );
         assert_eq!(
             extract_token(&headers, &[], &modern),
-            Ok(Some("from-header".into()))
+            Ok(Some(("from-header".into(), TokenSource::Header)))
         );
         headers.insert(
             header::AUTHORIZATION,
@@ -764,12 +951,53 @@ mod tests {
         assert_eq!(extract_token(&legacy, &query, &modern), Ok(None));
         assert_eq!(
             extract_token(&legacy, &query, &compat),
-            Ok(Some("from-query".into()))
+            Ok(Some(("from-query".into(), TokenSource::Query)))
         );
         assert_eq!(
             extract_token(&legacy, &[], &compat),
-            Ok(Some("legacy-cookie".into()))
+            Ok(Some(("legacy-cookie".into(), TokenSource::Cookie)))
         );
+    }
+
+    #[test]
+    fn a_cookie_counts_only_from_an_allowed_origin() {
+        let own = "https://hub.example.com";
+        let allowed = vec!["https://app.example.com".to_owned()];
+        let check = |pairs: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(
+                    header::HeaderName::from_static(name),
+                    value.parse().expect("a header value"),
+                );
+            }
+            cookie_origin_allowed(&headers, own, &allowed)
+        };
+        assert!(check(&[("origin", "https://hub.example.com")]));
+        assert!(check(&[("origin", "https://app.example.com")]));
+        assert!(check(&[("referer", "https://app.example.com/page?x=1")]));
+        assert!(!check(&[]), "neither header: refused");
+        assert!(!check(&[("origin", "http://evil.example")]));
+        assert!(!check(&[("origin", "null")]));
+        assert!(!check(&[(
+            "referer",
+            "http://evil.example/hub.example.com"
+        )]));
+        assert!(
+            !check(&[
+                ("origin", "http://evil.example"),
+                ("referer", "https://hub.example.com/")
+            ]),
+            "the Origin is what counts when there is one"
+        );
+        assert!(!check(&[(
+            "origin",
+            "https://hub.example.com.evil.example"
+        )]));
+        let anyone = vec!["*".to_owned()];
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, "http://elsewhere".parse().expect("value"));
+        assert!(cookie_origin_allowed(&headers, own, &anyone));
     }
 
     #[test]

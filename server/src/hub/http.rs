@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use axum::{
@@ -131,6 +131,8 @@ pub enum HubError {
     UnknownMatchType,
     #[error("no such subscription")]
     NoSuchSubscription,
+    #[error("a token from a cookie is only accepted from a page of an allowed origin (the request's Origin, or its Referer when it has no Origin)")]
+    CrossSite,
 }
 
 impl IntoResponse for HubError {
@@ -146,6 +148,7 @@ impl IntoResponse for HubError {
                 StatusCode::BAD_REQUEST
             }
             Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CrossSite => StatusCode::FORBIDDEN,
             Self::SubscriptionsOff | Self::NoSuchSubscription => StatusCode::NOT_FOUND,
         };
         if status.is_server_error() {
@@ -153,6 +156,7 @@ impl IntoResponse for HubError {
         }
         let mut response = (status, format!("{self}\n")).into_response();
         if let Self::Auth { error, metadata } = &self {
+            let metadata = quoted(metadata);
             let challenge = match error.code() {
                 Some(code) => format!("Bearer error=\"{code}\", resource_metadata=\"{metadata}\""),
                 None => format!("Bearer resource_metadata=\"{metadata}\""),
@@ -167,22 +171,36 @@ impl IntoResponse for HubError {
     }
 }
 
-/// The request's view of the hub: its resource identifier and metadata URL.
+/// The request's view of the hub: its resource identifier, origin and metadata URL.
 struct Audience {
     resource: String,
+    origin: String,
     metadata: String,
 }
 
 fn audience(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Audience {
     let resource = service.resource_identifier(headers, uri);
-    let metadata = match url::Url::parse(&resource) {
-        Ok(url) => format!("{}{METADATA_PATH}", url.origin().ascii_serialization()),
-        Err(_) => METADATA_PATH.to_owned(),
-    };
-    Audience { resource, metadata }
+    let origin = url::Url::parse(&resource)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_default();
+    let metadata = format!("{origin}{METADATA_PATH}");
+    Audience {
+        resource,
+        origin,
+        metadata,
+    }
+}
+
+/// `text` as the inside of a quoted string (RFC 9110, 5.6.4): `"` and `\` escaped.
+fn quoted(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The grants of the request's token; `None` when it has none.
+///
+/// A publisher's token read from the cookie counts only for a request from a page of an
+/// allowed origin (the specification's defence against cross-site request forgery): the
+/// browser would send the cookie with a form another site's page posts here.
 fn authenticate(
     service: &HubService,
     headers: &HeaderMap,
@@ -194,10 +212,17 @@ fn authenticate(
         error,
         metadata: audience.metadata.clone(),
     };
-    let Some(token) = auth::extract_token(headers, query, &service.auth).map_err(auth_error)?
+    let Some((token, source)) =
+        auth::extract_token(headers, query, &service.auth).map_err(auth_error)?
     else {
         return Ok(None);
     };
+    if role == Role::Publisher
+        && source == auth::TokenSource::Cookie
+        && !auth::cookie_origin_allowed(headers, &audience.origin, &service.publish_origins)
+    {
+        return Err(HubError::CrossSite);
+    }
     auth::validate(
         &token,
         role,
@@ -334,7 +359,7 @@ struct HubStream {
 impl HubStream {
     fn new(
         mut subscription: Subscription,
-        expires_at: Option<u64>,
+        expires_at: Option<f64>,
         tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
@@ -344,13 +369,11 @@ impl HubStream {
         subscription
             .queue
             .preload(std::mem::take(&mut subscription.replay));
+        // The token is valid while the time is before `exp`: the stream ends at `exp`
+        // (the timer rounds up to the next millisecond, never down).
         let expiry = expires_at.map(|at| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            Box::pin(tokio::time::sleep(
-                Duration::from_secs(at).saturating_sub(now),
-            ))
+            let left = (at - auth::now_seconds()).clamp(0.0, 1e9);
+            Box::pin(tokio::time::sleep(Duration::from_secs_f64(left)))
         });
         Self {
             greeting: true,
@@ -421,8 +444,13 @@ impl Drop for HubStream {
 
 // ---- Subscriptions API ----
 
-/// Checks that the request may read the subscriptions at its own path.
-fn authorize_listing(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Result<(), HubError> {
+/// Checks that the request may read the subscriptions at its own path; returns what its
+/// token allows.
+fn authorize_listing(
+    service: &HubService,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Grants, HubError> {
     if !service.subscriptions {
         return Err(HubError::SubscriptionsOff);
     }
@@ -436,7 +464,7 @@ fn authorize_listing(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Re
             }
         })?;
     if grants.may_read(&[uri.path()], service.base()) {
-        Ok(())
+        Ok(grants)
     } else {
         Err(HubError::Auth {
             error: AuthError::Forbidden,
@@ -445,12 +473,19 @@ fn authorize_listing(service: &HubService, headers: &HeaderMap, uri: &Uri) -> Re
     }
 }
 
+/// The listing `body`, with the cursor a client resumes subscription events from: the
+/// newest update the listing's token may see (public, or private and granted), so that
+/// it tells nothing of others.
 fn respond_with<T: serde::Serialize>(
     service: &HubService,
     headers: &HeaderMap,
+    grants: &Grants,
     body: &T,
 ) -> Response {
-    let last_id = service.hub.last_event_id();
+    let base = service.base();
+    let last_id = service
+        .hub
+        .last_event_id(|update| !update.private || grants.may_read(&update.topics, base));
     let escaped = last_id.replace('\\', "\\\\").replace('"', "\\\"");
     let link = format!(
         "<{HUB_PATH}>; rel=\"mercure\"; last-event-id=\"{escaped}\"; type=\"mercure\"; content-type=\"application/json\""
@@ -521,9 +556,9 @@ async fn list_all(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    authorize_listing(&state.hub, &headers, &uri)?;
+    let grants = authorize_listing(&state.hub, &headers, &uri)?;
     let doc = collection(&state.hub, &uri, |_, _, _| true);
-    Ok(respond_with(&state.hub, &headers, &doc))
+    Ok(respond_with(&state.hub, &headers, &grants, &doc))
 }
 
 /// `GET …/subscriptions/{topic}` (0.x clients, compatibility mode).
@@ -536,11 +571,11 @@ async fn list_one_segment(
     if !state.hub.auth.compat {
         return Err(HubError::UnknownMatchType);
     }
-    authorize_listing(&state.hub, &headers, &uri)?;
+    let grants = authorize_listing(&state.hub, &headers, &uri)?;
     let doc = collection(&state.hub, &uri, |kind, raw, _| {
         kind == MatchType::Legacy && raw == first
     });
-    Ok(respond_with(&state.hub, &headers, &doc))
+    Ok(respond_with(&state.hub, &headers, &grants, &doc))
 }
 
 /// `GET …/subscriptions/{match_type}/{match}`, or in compatibility mode
@@ -554,13 +589,13 @@ async fn list_two_segments(
     let service = &state.hub;
     match MatchType::from_name(&first) {
         Some(kind) => {
-            authorize_listing(service, &headers, &uri)?;
+            let grants = authorize_listing(service, &headers, &uri)?;
             let doc = collection(service, &uri, |k, raw, _| k == kind && raw == second);
-            Ok(respond_with(service, &headers, &doc))
+            Ok(respond_with(service, &headers, &grants, &doc))
         }
         None if service.auth.compat => {
-            authorize_listing(service, &headers, &uri)?;
-            single(service, &uri, &headers, |kind, raw, subscriber| {
+            let grants = authorize_listing(service, &headers, &uri)?;
+            single(service, &uri, &headers, &grants, |kind, raw, subscriber| {
                 kind == MatchType::Legacy && raw == first && subscriber == second
             })
         }
@@ -577,8 +612,8 @@ async fn show_subscription(
 ) -> Result<Response, HubError> {
     let service = &state.hub;
     let kind = MatchType::from_name(&kind).ok_or(HubError::UnknownMatchType)?;
-    authorize_listing(service, &headers, &uri)?;
-    single(service, &uri, &headers, |k, raw, id| {
+    let grants = authorize_listing(service, &headers, &uri)?;
+    single(service, &uri, &headers, &grants, |k, raw, id| {
         k == kind && raw == matcher && id == subscriber
     })
 }
@@ -587,6 +622,7 @@ fn single(
     service: &HubService,
     uri: &Uri,
     headers: &HeaderMap,
+    grants: &Grants,
     keep: impl Fn(MatchType, &str, &str) -> bool,
 ) -> Result<Response, HubError> {
     let doc = collection(service, uri, keep)
@@ -594,7 +630,7 @@ fn single(
         .into_iter()
         .next()
         .ok_or(HubError::NoSuchSubscription)?;
-    Ok(respond_with(service, headers, &doc))
+    Ok(respond_with(service, headers, grants, &doc))
 }
 
 /// `GET /.well-known/oauth-protected-resource/.well-known/mercure` (RFC 9728).

@@ -52,6 +52,10 @@ pub enum HubConfigError {
     )]
     CorsOrigin(String),
     #[error(
+        "MERCURE_PUBLISH_ORIGINS / --publish-origins: {0:?} is not an origin like https://example.com"
+    )]
+    PublishOrigin(String),
+    #[error(
         "PULSE_COMPOSER_RATE / --composer-rate must be a positive number of messages per second"
     )]
     ComposerRate,
@@ -69,6 +73,8 @@ pub struct HubService {
     pub subscriptions: bool,
     /// Origins allowed to call the hub from a browser.
     pub cors_origins: Vec<String>,
+    /// Origins whose pages may publish with a cookie's token, besides the hub's own.
+    pub publish_origins: Vec<String>,
     /// Counters of the hub's streams.
     pub metrics: Arc<StreamMetrics>,
     /// Limits how fast one client may publish from the pages' composer.
@@ -83,25 +89,14 @@ impl HubService {
     pub fn new(
         args: &HubArgs,
         tls: bool,
+        stall_timeout: Duration,
         shutdown: CancellationToken,
         metrics: Arc<StreamMetrics>,
     ) -> Result<Self, HubConfigError> {
         let auth = auth_settings(args, tls)?;
-        let cors_origins: Vec<String> = args
-            .cors_origins
-            .iter()
-            .flat_map(|item| item.split_whitespace())
-            .map(str::to_owned)
-            .collect();
-        for origin in &cors_origins {
-            let valid = origin == "*"
-                || Url::parse(origin).is_ok_and(|url| {
-                    url.origin().ascii_serialization() == origin.trim_end_matches('/')
-                });
-            if !valid {
-                return Err(HubConfigError::CorsOrigin(origin.clone()));
-            }
-        }
+        let cors_origins = origins(&args.cors_origins).map_err(HubConfigError::CorsOrigin)?;
+        let publish_origins =
+            origins(&args.publish_origins).map_err(HubConfigError::PublishOrigin)?;
         if !(args.composer_rate.is_finite() && args.composer_rate > 0.0) {
             return Err(HubConfigError::ComposerRate);
         }
@@ -111,6 +106,11 @@ impl HubService {
             HubLimits {
                 history_size: args.history_size as usize,
                 queue_capacity: args.subscriber_queue as usize,
+                queues: crate::sink::QueueLimits::new(
+                    args.subscriber_queue_bytes as usize,
+                    usize::try_from(args.queued_bytes_total).unwrap_or(usize::MAX),
+                    stall_timeout,
+                ),
             },
             Arc::clone(&metrics),
         );
@@ -137,6 +137,7 @@ impl HubService {
             },
             subscriptions: args.subscriptions,
             cors_origins,
+            publish_origins,
             metrics,
             composer_limit: rate_limit::RateLimiter::new(args.composer_rate, args.composer_burst),
             tls,
@@ -184,6 +185,26 @@ impl HubService {
             }
         }
     }
+}
+
+/// The origins listed in `items` (each may hold several, separated by spaces); the first
+/// one that is not `*` or an origin like `https://example.com` is the error.
+fn origins(items: &[String]) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = items
+        .iter()
+        .flat_map(|item| item.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    for origin in &origins {
+        let valid = origin == "*"
+            || Url::parse(origin).is_ok_and(|url| {
+                url.origin().ascii_serialization() == origin.trim_end_matches('/')
+            });
+        if !valid {
+            return Err(origin.clone());
+        }
+    }
+    Ok(origins)
 }
 
 /// The token settings of `args`.

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     metrics::StreamMetrics,
-    sink::{Delivery, Sink},
+    sink::{Delivery, QueueLimits, Sink},
     update::{EncodeError, NewUpdate, Position, Update},
 };
 
@@ -63,6 +63,21 @@ pub struct HubLimits {
     pub history_size: usize,
     /// Updates a subscriber may have waiting before it is cut off.
     pub queue_capacity: usize,
+    /// Bytes a subscriber may have waiting, the distinct bytes all may have waiting, and
+    /// how long the oldest may wait.
+    pub queues: Arc<QueueLimits>,
+}
+
+impl HubLimits {
+    /// Limits for tests and tools: `history_size` and `queue_capacity`, with generous bounds
+    /// on bytes and a 30 s stall timeout.
+    pub fn sized(history_size: usize, queue_capacity: usize) -> Self {
+        Self {
+            history_size,
+            queue_capacity,
+            queues: QueueLimits::new(64 << 20, 1 << 30, std::time::Duration::from_secs(30)),
+        }
+    }
 }
 
 /// A subscriber as the hub sees it.
@@ -118,12 +133,35 @@ impl Log {
         }
     }
 
-    /// The position of the oldest kept update with `id`, if any.
-    fn find(&self, id: &str) -> Option<Position> {
-        let first =
-            |ring: &VecDeque<Arc<Update>>| ring.iter().find(|u| *u.id == *id).map(|u| u.position);
-        match (first(&self.updates), first(&self.presence)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
+    /// The oldest kept update with `id`, if any.
+    fn find(&self, id: &str) -> Option<&Arc<Update>> {
+        fn first<'a>(ring: &'a VecDeque<Arc<Update>>, id: &str) -> Option<&'a Arc<Update>> {
+            ring.iter().find(|u| *u.id == *id)
+        }
+        match (first(&self.updates, id), first(&self.presence, id)) {
+            (Some(a), Some(b)) => Some(if a.position <= b.position { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The newest kept update that `visible` allows, looking at no more than
+    /// [`CURSOR_SCAN`] of the newest updates of each ring (past that, the newest public one).
+    fn newest_where(&self, visible: impl Fn(&Update) -> bool) -> Option<&Arc<Update>> {
+        fn newest<'a>(
+            ring: &'a VecDeque<Arc<Update>>,
+            visible: &impl Fn(&Update) -> bool,
+        ) -> Option<&'a Arc<Update>> {
+            ring.iter()
+                .rev()
+                .take(CURSOR_SCAN)
+                .find(|update| visible(update))
+                .or_else(|| ring.iter().rev().find(|update| !update.private))
+        }
+        match (
+            newest(&self.updates, &visible),
+            newest(&self.presence, &visible),
+        ) {
+            (Some(a), Some(b)) => Some(if a.position >= b.position { a } else { b }),
             (a, b) => a.or(b),
         }
     }
@@ -140,6 +178,11 @@ impl Log {
         merged
     }
 }
+
+/// How far back a cursor is looked for among updates a reader may not see. Past it, the
+/// cursor is the newest public update: older than it could be, which only means a client
+/// resuming from it is sent again what it may see and already has.
+const CURSOR_SCAN: usize = 10_000;
 
 /// Whether `update` is one of the hub's subscription events.
 fn is_presence(update: &Update) -> bool {
@@ -293,27 +336,24 @@ impl TopicHub {
         self.degraded.lock().is_some()
     }
 
-    /// The newest update's id, or `earliest` when the history is empty: the cursor a client
-    /// that read a snapshot now should resume from.
-    pub fn last_event_id(&self) -> String {
-        self.log
-            .lock()
-            .newest()
-            .map_or_else(|| "earliest".to_owned(), |update| update.id.to_string())
+    /// The id of the newest update `visible` allows, or `earliest` when there is none: the
+    /// cursor a client that read a snapshot now should resume from. `visible` says what the
+    /// client may see, so that the cursor never names (nor betrays) an update it may not.
+    pub fn last_event_id(&self, visible: impl Fn(&Update) -> bool) -> String {
+        cursor_of(self.log.lock().newest_where(visible))
     }
 
     /// The newest `limit` updates that `accepts` allows (oldest first), how many more older
-    /// ones it allows, and the cursor to resume after them, read together so that nothing
-    /// falls between the snapshot and the cursor.
+    /// ones it allows, and the cursor to resume after them among the updates `visible`
+    /// allows, read together so that nothing falls between the snapshot and the cursor.
     pub fn snapshot(
         &self,
         limit: usize,
         accepts: impl Fn(&Update) -> bool,
+        visible: impl Fn(&Update) -> bool,
     ) -> (Vec<Arc<Update>>, usize, String) {
         let log = self.log.lock();
-        let cursor = log
-            .newest()
-            .map_or_else(|| "earliest".to_owned(), |update| update.id.to_string());
+        let cursor = cursor_of(log.newest_where(visible));
         let total = log.updates.iter().filter(|update| accepts(update)).count();
         let recent = Self::recent_in(&log, limit, accepts);
         let older = total - recent.len();
@@ -342,15 +382,20 @@ impl TopicHub {
     /// see) and the queue that receives everything after them.
     pub fn subscribe(self: &Arc<Self>, spec: SubscriberSpec, cursor: &Cursor) -> Subscription {
         let spec = Arc::new(spec);
-        let queue = Sink::new(self.limits.queue_capacity);
+        let queue = Sink::with_limits(self.limits.queue_capacity, &self.limits.queues);
         let serial = self.next_serial.fetch_add(1, Relaxed);
         let log = self.log.lock();
         let after = log.newest().map_or(Position::ZERO, |last| last.position);
         let (start, found) = match cursor {
             Cursor::Live => (after, CursorFound::Earliest),
             Cursor::Earliest => (Position::ZERO, CursorFound::Earliest),
-            Cursor::After(id) => match log.find(id) {
-                Some(position) => (position, CursorFound::Id(id.clone())),
+            // An id the subscriber may not see is as good as unknown: the answer must not
+            // tell that a private update with that id exists.
+            Cursor::After(id) => match log
+                .find(id)
+                .filter(|update| may_read(&spec, update, &self.base))
+            {
+                Some(update) => (update.position, CursorFound::Id(id.clone())),
                 None => (Position::ZERO, CursorFound::Earliest),
             },
         };
@@ -406,6 +451,11 @@ impl TopicHub {
     pub fn subscriber_count(&self) -> usize {
         self.registry.read().entries.len()
     }
+}
+
+/// The cursor that names `update`, or `earliest`.
+fn cursor_of(update: Option<&Arc<Update>>) -> String {
+    update.map_or_else(|| "earliest".to_owned(), |update| update.id.to_string())
 }
 
 /// Whether `spec` should receive `update`: one of its selectors matches one of the topics,
@@ -652,10 +702,7 @@ mod tests {
     fn hub(history: usize, queue: usize) -> Arc<TopicHub> {
         TopicHub::start(
             MatchBase::default(),
-            HubLimits {
-                history_size: history,
-                queue_capacity: queue,
-            },
+            HubLimits::sized(history, queue),
             Arc::default(),
         )
     }
@@ -858,14 +905,14 @@ mod tests {
         assert!(taken("a", "/a", 1));
         assert!(!taken("a", "/a", 1));
         assert!(taken("b", "/a", 2));
-        assert_eq!(hub.last_event_id(), "b");
+        assert_eq!(hub.last_event_id(|_| true), "b");
         // The two rings share one order: a subscription event at or before the newest
         // update is a repeat too, and so is an update at or before the newest of those.
         let presence = "/.well-known/mercure/subscriptions/exact/x/y";
         assert!(!taken("p1", presence, 2));
         assert!(taken("p1", presence, 3));
         assert!(!taken("c", "/a", 3));
-        assert_eq!(hub.last_event_id(), "p1");
+        assert_eq!(hub.last_event_id(|_| true), "p1");
     }
 
     #[tokio::test]
@@ -890,7 +937,7 @@ mod tests {
         );
         assert_eq!(ids(&after_presence.replay), ["c"]);
         assert_eq!(after_presence.cursor, CursorFound::Id("p3".into()));
-        assert_eq!(hub.last_event_id(), "c");
+        assert_eq!(hub.last_event_id(|_| true), "c");
     }
 
     #[tokio::test]

@@ -284,6 +284,21 @@ pub struct HubArgs {
     #[arg(long, env = "PULSE_MAX_MATCHERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_matchers: u32,
 
+    /// What one subscription's URL patterns may cost together, in bytes of memory they are
+    /// estimated to hold (about 2 kB a simple pattern); more is refused with `400`.
+    #[arg(long, env = "PULSE_PATTERN_BUDGET", default_value_t = 256 << 10, value_parser = clap::value_parser!(u64).range(4096..=1 << 30))]
+    pub pattern_budget: u64,
+
+    /// What the live subscriptions of one client address (an IPv6 /64) may cost together
+    /// in URL patterns; more is refused with `429`. `0`: no cap.
+    #[arg(long, env = "PULSE_PATTERN_BUDGET_PER_IP", default_value_t = 4 << 20)]
+    pub pattern_budget_per_ip: u64,
+
+    /// What every distinct URL pattern on the hub may cost together; a subscription that
+    /// would add more is refused with `429` (patterns already in use cost nothing more).
+    #[arg(long, env = "PULSE_PATTERN_BUDGET_TOTAL", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(4096..=64 << 30))]
+    pub pattern_budget_total: u64,
+
     /// Updates a subscriber may have waiting before it is cut off (it resumes from history).
     #[arg(long, env = "PULSE_SUBSCRIBER_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_queue: u32,

@@ -17,6 +17,7 @@ pub mod stream_conn;
 pub mod telemetry;
 pub mod ticks;
 pub mod tls;
+pub mod topic_url;
 pub mod topics;
 pub mod update;
 

@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{
     sink::chunk_header,
     sse::{EventBuilder, FieldValue},
+    topic_url::TopicUrl,
 };
 
 /// Where an update sits in the hub's log: updates are delivered and replayed in this order.
@@ -80,6 +81,8 @@ pub struct Update {
     pub chunk: Bytes,
     /// In how many subscribers' live queues the update waits now (see [`crate::sink`]).
     pub(crate) queued_in: std::sync::atomic::AtomicU32,
+    /// The topics read as URLs, the first time a URL pattern needs them.
+    urls: std::sync::OnceLock<Box<[Option<TopicUrl>]>>,
 }
 
 impl fmt::Debug for Update {
@@ -148,6 +151,18 @@ impl Update {
             wire,
             chunk,
             queued_in: Default::default(),
+            urls: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The update's topics read as URLs against `base` (the hub's URL, always the same one
+    /// for an update), for URL patterns: split once, then shared by every match.
+    pub fn topic_urls(&self, base: &url::Url) -> &[Option<TopicUrl>] {
+        self.urls.get_or_init(|| {
+            self.topics
+                .iter()
+                .map(|topic| TopicUrl::parse(topic, base))
+                .collect()
         })
     }
 
@@ -180,6 +195,7 @@ impl Update {
             wire,
             chunk,
             queued_in: Default::default(),
+            urls: std::sync::OnceLock::new(),
         })
     }
 }

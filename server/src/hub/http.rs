@@ -3,6 +3,7 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -11,11 +12,11 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use futures_util::Stream;
 use tokio::{task::JoinHandle, time::Sleep};
@@ -28,7 +29,7 @@ use super::{
     auth::{self, AuthError, Grants, Role},
     new_subscriber_id, new_update_id,
     request::{parse_publish, parse_subscribe, PublishError, SubscribeError},
-    selector::MatchType,
+    selector::{BudgetError, MatchType, PatternLease, SelectorError},
     subscriptions::{document, CollectionDoc, SUBSCRIPTIONS_PATH},
     text::{parse_form, FormError},
     topic_hub::{Cursor, CursorFound, SubscriberSpec, Subscription},
@@ -36,6 +37,7 @@ use super::{
 };
 use crate::{
     broker::BrokerError,
+    conn_limits::AddressKey,
     metrics::StreamTracker,
     sink::Direct,
     sse::{self, SseBody},
@@ -131,6 +133,8 @@ pub enum HubError {
     UnknownMatchType,
     #[error("no such subscription")]
     NoSuchSubscription,
+    #[error(transparent)]
+    Budget(#[from] super::selector::BudgetError),
     #[error("a token from a cookie is only accepted from a page of an allowed origin (the request's Origin, or its Referer when it has no Origin)")]
     CrossSite,
 }
@@ -144,6 +148,9 @@ impl IntoResponse for HubError {
                 AuthError::Forbidden => StatusCode::FORBIDDEN,
             },
             Self::Publish(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Subscribe(SubscribeError::Selector(SelectorError::HubFull))
+            | Self::Budget(BudgetError::Address) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Budget(BudgetError::Subscription { .. }) => StatusCode::BAD_REQUEST,
             Self::Form(_) | Self::Publish(_) | Self::Subscribe(_) | Self::UnknownMatchType => {
                 StatusCode::BAD_REQUEST
             }
@@ -155,6 +162,11 @@ impl IntoResponse for HubError {
             tracing::error!(error = %self, "hub request failed");
         }
         let mut response = (status, format!("{self}\n")).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
         if let Self::Auth { error, metadata } = &self {
             let metadata = quoted(metadata);
             let challenge = match error.code() {
@@ -273,6 +285,7 @@ async fn publish(
 /// `GET /.well-known/mercure`: subscribe.
 async fn subscribe(
     State(state): State<AppState>,
+    connected: Option<Extension<ConnectInfo<SocketAddr>>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
@@ -296,6 +309,11 @@ async fn subscribe(
         service.auth.compat,
         service.base(),
     )?;
+    // The patterns' cost, against the budgets of one subscription and of its address.
+    let address = connected.map_or(AddressKey::V4([0; 4]), |Extension(ConnectInfo(peer))| {
+        AddressKey::of(peer.ip())
+    });
+    let lease = service.base().lease(address, request.pattern_cost())?;
     let expires_at = grants.as_ref().and_then(|grants| grants.expires_at);
     let spec = SubscriberSpec {
         id: new_subscriber_id(),
@@ -325,6 +343,7 @@ async fn subscribe(
         tracker,
         Arc::clone(&service),
         announced,
+        lease,
     );
     let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive))
         .with_direct_writes(Arc::clone(&sink));
@@ -354,6 +373,8 @@ struct HubStream {
     service: Arc<HubService>,
     /// The task announcing the subscriptions, which the `inactive` events wait for.
     announced: Option<JoinHandle<()>>,
+    /// The subscription's share of its address's pattern budget.
+    _lease: Option<PatternLease>,
 }
 
 impl HubStream {
@@ -363,6 +384,7 @@ impl HubStream {
         tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
+        lease: Option<PatternLease>,
     ) -> Self {
         // The replay goes first through the queue, shared with the history (the body joins
         // updates into writes of up to 16 KiB, so nothing is copied per subscriber first).
@@ -382,6 +404,7 @@ impl HubStream {
             tracker,
             service,
             announced,
+            _lease: lease,
         }
     }
 }

@@ -100,7 +100,15 @@ impl HubService {
         if !(args.composer_rate.is_finite() && args.composer_rate > 0.0) {
             return Err(HubConfigError::ComposerRate);
         }
-        let base = MatchBase::new(args.resource_identifier.as_deref());
+        let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        let base = MatchBase::with_budget(
+            args.resource_identifier.as_deref(),
+            selector::PatternBudget {
+                per_subscription: size(args.pattern_budget),
+                per_address: size(args.pattern_budget_per_ip),
+                total: size(args.pattern_budget_total),
+            },
+        );
         let hub = TopicHub::start(
             base,
             HubLimits {

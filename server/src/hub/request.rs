@@ -199,6 +199,13 @@ pub struct SubscribeRequest {
     pub cursor_given: bool,
 }
 
+impl SubscribeRequest {
+    /// What the subscription's patterns cost together (see [`super::selector`]).
+    pub fn pattern_cost(&self) -> usize {
+        self.selectors.iter().map(Selector::cost).sum()
+    }
+}
+
 /// Reads the subscription query (`pairs`) and the `Last-Event-ID` header.
 pub fn parse_subscribe(
     pairs: &[(String, String)],
@@ -236,7 +243,7 @@ pub fn parse_subscribe(
                 max: limits.max_matchers,
             });
         }
-        selectors.push(Selector::new(kind, value, base)?);
+        selectors.push(Selector::for_subscription(kind, value, base)?);
     }
     if selectors.is_empty() {
         return Err(SubscribeError::NoMatcher);

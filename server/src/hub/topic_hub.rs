@@ -104,16 +104,102 @@ struct Entry {
     round: AtomicU64,
 }
 
+/// Who is registered, indexed two ways: by what each subscriber selected (for public
+/// updates), and, for subscribers with a token, by what its grants let it read (for private
+/// ones, the hub's subscription events among them). A private update is matched against
+/// the grants of subscribers that have them, then against those few subscribers' own
+/// selectors: never against every pattern of every anonymous subscriber.
 #[derive(Default)]
 struct Registry {
     entries: Slab<Entry>,
-    /// Exact topic → subscribers with an exact selector for it.
+    /// Every subscriber, by its selectors.
+    selected: Index,
+    /// Subscribers with a token, by their grants' selectors.
+    granted: Index,
+}
+
+/// Subscribers by selector: exact topics in a map, `*` in a list, and each distinct other
+/// selector (URL pattern, template) once, with everyone who named it.
+#[derive(Default)]
+struct Index {
     exact: HashMap<Box<str>, Vec<usize>>,
-    /// Subscribers with the `*` selector.
     wildcard: Vec<usize>,
-    /// Distinct other selectors (URL patterns, templates) → their subscribers; each is
-    /// evaluated once per update, however many subscribers share it.
     patterns: HashMap<(super::selector::MatchType, Box<str>), (Selector, Vec<usize>)>,
+}
+
+impl Index {
+    fn insert<'a>(&mut self, key: usize, selectors: impl Iterator<Item = &'a Selector>) {
+        for selector in selectors {
+            if selector.is_wildcard() {
+                self.wildcard.push(key);
+            } else if let Some(topic) = selector.exact_topic() {
+                self.exact.entry(topic.into()).or_default().push(key);
+            } else {
+                self.patterns
+                    .entry((selector.kind(), selector.raw().into()))
+                    .or_insert_with(|| (selector.clone(), Vec::new()))
+                    .1
+                    .push(key);
+            }
+        }
+    }
+
+    fn remove<'a>(&mut self, key: usize, selectors: impl Iterator<Item = &'a Selector>) {
+        let drop_key = |keys: &mut Vec<usize>| {
+            if let Some(at) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(at);
+            }
+        };
+        for selector in selectors {
+            if selector.is_wildcard() {
+                drop_key(&mut self.wildcard);
+            } else if let Some(topic) = selector.exact_topic() {
+                if let Some(keys) = self.exact.get_mut(topic) {
+                    drop_key(keys);
+                    if keys.is_empty() {
+                        self.exact.remove(topic);
+                    }
+                }
+            } else {
+                let pattern_key = (selector.kind(), Box::<str>::from(selector.raw()));
+                if let Some((_, keys)) = self.patterns.get_mut(&pattern_key) {
+                    drop_key(keys);
+                    if keys.is_empty() {
+                        self.patterns.remove(&pattern_key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `found` with every subscriber one of whose selectors here matches `update`
+    /// (possibly more than once).
+    fn matching(&self, update: &Update, base: &MatchBase, mut found: impl FnMut(usize)) {
+        for topic in update.topics.iter() {
+            if let Some(keys) = self.exact.get(topic) {
+                keys.iter().copied().for_each(&mut found);
+            }
+        }
+        self.wildcard.iter().copied().for_each(&mut found);
+        for (selector, keys) in self.patterns.values() {
+            if selector.matches_update(update, base) {
+                keys.iter().copied().for_each(&mut found);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.patterns.is_empty()
+    }
+}
+
+/// The selectors of a subscriber's grants.
+fn grant_selectors(spec: &SubscriberSpec) -> impl Iterator<Item = &Selector> {
+    spec.grants
+        .iter()
+        .flat_map(|grants| grants.subscribe.iter())
+        .flat_map(|grant| grant.selectors.iter())
 }
 
 /// The history, in two rings of the same size: ordinary updates, and the hub's own
@@ -399,17 +485,11 @@ impl TopicHub {
                 None => (Position::ZERO, CursorFound::Earliest),
             },
         };
-        let mut replay: Vec<Arc<Update>> = log
-            .after(start)
-            .into_iter()
-            .filter(|update| wants(&spec, update, &self.base))
-            .cloned()
-            .collect();
-        if let Some(notice) = self.degraded.lock().as_ref() {
-            if wants(&spec, notice, &self.base) {
-                replay.push(Arc::clone(notice));
-            }
-        }
+        // The updates before the registration, taken under the log's lock (so that the
+        // fan-out skips exactly these); which of them the subscriber wants is worked out
+        // after, without holding up publishers.
+        let missed: Vec<Arc<Update>> = log.after(start).into_iter().cloned().collect();
+        let notice = self.degraded.lock().clone();
         let key = self.registry.write().insert(Entry {
             serial,
             spec: Arc::clone(&spec),
@@ -418,6 +498,13 @@ impl TopicHub {
             round: AtomicU64::new(0),
         });
         drop(log);
+        let mut replay: Vec<Arc<Update>> = missed
+            .into_iter()
+            .filter(|update| wants(&spec, update, &self.base))
+            .collect();
+        if let Some(notice) = notice.filter(|notice| wants(&spec, notice, &self.base)) {
+            replay.push(notice);
+        }
         Subscription {
             spec,
             replay,
@@ -463,35 +550,20 @@ fn cursor_of(update: Option<&Arc<Update>>) -> String {
 fn wants(spec: &SubscriberSpec, update: &Update, base: &MatchBase) -> bool {
     spec.selectors
         .iter()
-        .any(|selector| selector.matches_any(&update.topics, base))
+        .any(|selector| selector.matches_update(update, base))
         && may_read(spec, update, base)
 }
 
 fn may_read(spec: &SubscriberSpec, update: &Update, base: &MatchBase) -> bool {
-    !update.private
-        || spec
-            .grants
-            .as_ref()
-            .is_some_and(|grants| grants.may_read(&update.topics, base))
+    !update.private || grant_selectors(spec).any(|selector| selector.matches_update(update, base))
 }
 
 impl Registry {
     fn insert(&mut self, entry: Entry) -> usize {
         let spec = Arc::clone(&entry.spec);
         let key = self.entries.insert(entry);
-        for selector in &spec.selectors {
-            if selector.is_wildcard() {
-                self.wildcard.push(key);
-            } else if let Some(topic) = selector.exact_topic() {
-                self.exact.entry(topic.into()).or_default().push(key);
-            } else {
-                self.patterns
-                    .entry((selector.kind(), selector.raw().into()))
-                    .or_insert_with(|| (selector.clone(), Vec::new()))
-                    .1
-                    .push(key);
-            }
-        }
+        self.selected.insert(key, spec.selectors.iter());
+        self.granted.insert(key, grant_selectors(&spec));
         key
     }
 
@@ -506,31 +578,8 @@ impl Registry {
         let entry = self.entries.remove(key);
         // A subscriber cut off for lagging gets what is queued, then its stream ends.
         entry.queue.close();
-        let drop_key = |keys: &mut Vec<usize>| {
-            if let Some(at) = keys.iter().position(|&k| k == key) {
-                keys.swap_remove(at);
-            }
-        };
-        for selector in &entry.spec.selectors {
-            if selector.is_wildcard() {
-                drop_key(&mut self.wildcard);
-            } else if let Some(topic) = selector.exact_topic() {
-                if let Some(keys) = self.exact.get_mut(topic) {
-                    drop_key(keys);
-                    if keys.is_empty() {
-                        self.exact.remove(topic);
-                    }
-                }
-            } else {
-                let pattern_key = (selector.kind(), Box::<str>::from(selector.raw()));
-                if let Some((_, keys)) = self.patterns.get_mut(&pattern_key) {
-                    drop_key(keys);
-                    if keys.is_empty() {
-                        self.patterns.remove(&pattern_key);
-                    }
-                }
-            }
-        }
+        self.selected.remove(key, entry.spec.selectors.iter());
+        self.granted.remove(key, grant_selectors(&entry.spec));
     }
 }
 
@@ -549,28 +598,33 @@ async fn fan_out(
             // Who gets it, under the registry's lock; the writes come after, so that
             // subscribing and leaving never wait for a fan-out.
             let registry = hub.registry.read();
+            let base = &hub.base;
             let mut select = |key: usize| {
                 let Some(entry) = registry.entries.get(key) else {
                     return;
                 };
-                if entry.round.swap(round, Relaxed) == round
-                    || update.position <= entry.after
-                    || !may_read(&entry.spec, &update, &hub.base)
-                {
+                if entry.round.swap(round, Relaxed) == round || update.position <= entry.after {
                     return;
                 }
                 targets.push((key, entry.serial, Arc::clone(&entry.queue)));
             };
-            for topic in update.topics.iter() {
-                if let Some(keys) = registry.exact.get(topic) {
-                    keys.iter().copied().for_each(&mut select);
-                }
-            }
-            registry.wildcard.iter().copied().for_each(&mut select);
-            for (selector, keys) in registry.patterns.values() {
-                if selector.matches_any(&update.topics, &hub.base) {
-                    keys.iter().copied().for_each(&mut select);
-                }
+            if update.private {
+                // Only subscribers whose grants cover one of its topics, and of those only
+                // the ones that selected it.
+                registry.granted.matching(&update, base, |key| {
+                    let selected = registry.entries.get(key).is_some_and(|entry| {
+                        entry
+                            .spec
+                            .selectors
+                            .iter()
+                            .any(|selector| selector.matches_update(&update, base))
+                    });
+                    if selected {
+                        select(key);
+                    }
+                });
+            } else {
+                registry.selected.matching(&update, base, &mut select);
             }
         }
         // With updates waiting behind this one, the fan-out queues rather than writes: it
@@ -885,12 +939,12 @@ mod tests {
         drop(first);
         assert_eq!(hub.subscriber_count(), 1);
         let registry = hub.registry.read();
-        assert!(registry.patterns.is_empty());
-        assert_eq!(registry.exact.get("/a").map(Vec::len), Some(1));
+        assert!(registry.selected.patterns.is_empty());
+        assert_eq!(registry.selected.exact.get("/a").map(Vec::len), Some(1));
         drop(registry);
         drop(second);
         assert_eq!(hub.subscriber_count(), 0);
-        assert!(hub.registry.read().exact.is_empty());
+        assert!(hub.registry.read().selected.is_empty());
     }
 
     #[tokio::test]

@@ -190,10 +190,13 @@ static FALLBACK_BASE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
     Url::parse("https://mercure.invalid/.well-known/mercure").expect("a constant URL parses")
 });
 
+/// A compiled pattern's name: its selector type and text.
+type PatternKey = (MatchType, Box<str>);
+
 /// The compiled patterns of a hub, shared by every selector that names them, with the
 /// costs the budget is checked against.
 pub struct PatternCache {
-    entries: Mutex<HashMap<(MatchType, Box<str>), Weak<Shared>>>,
+    entries: Mutex<HashMap<PatternKey, Weak<Shared>>>,
     /// What the live compiled patterns cost.
     total: AtomicUsize,
     /// What the live subscriptions of each client address cost.
@@ -353,7 +356,7 @@ impl PatternCache {
 struct Shared {
     form: Form,
     cost: usize,
-    key: (MatchType, Box<str>),
+    key: PatternKey,
     cache: Weak<PatternCache>,
 }
 

@@ -10,101 +10,195 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-#[tokio::test]
-async fn idle_streams_get_keep_alive_comments() {
-    let server = TestServer::start(&[
-        "--stream-count",
-        "2",
-        "--stream-interval",
-        "1h",
-        "--keep-alive",
-        "50ms",
-    ])
-    .await;
-    let mut stream = raw_get(server.addr, "/stream", "").await;
-    let seen = read_until(&mut stream, b"Counter value 1", Duration::from_secs(2)).await;
-    assert!(contains(&seen, b"Counter value 1"));
-    // After the first message the stream is idle: only comments arrive.
-    let seen = read_until(&mut stream, b":\n\n", Duration::from_secs(2)).await;
-    assert!(
-        contains(&seen, b":\n\n"),
-        "{}",
-        String::from_utf8_lossy(&seen)
-    );
-    assert!(!contains(&seen, b"Counter value 2"));
-}
+/// What a browser's EventSource asks for: the fast path takes such requests.
+const ACCEPT: &str = "Accept: text/event-stream\r\n";
 
-#[tokio::test]
-async fn streams_are_never_compressed_or_held_back() {
-    let server = TestServer::start(&["--stream-count", "2", "--stream-interval", "1h"]).await;
-    let client = reqwest::Client::builder().build().expect("client");
-
-    // Compression is on for pages…
-    let page = client
-        .get(server.url("/"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .expect("page");
-    assert_eq!(page.headers()["content-encoding"], "gzip");
-
-    // …but the stream goes out as it is, and its first event arrives at once even though
-    // the response is far from over.
-    let mut stream = raw_get(
-        server.addr,
-        "/stream",
-        "Accept-Encoding: gzip, br, deflate\r\n",
-    )
-    .await;
-    let seen = read_until(&mut stream, b"Counter value 1", Duration::from_secs(2)).await;
-    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-    assert!(text.contains("counter value 1"), "{text}");
-    assert!(text.contains("content-type: text/event-stream"), "{text}");
-    assert!(text.contains("cache-control: no-cache"), "{text}");
-    assert!(text.contains("x-accel-buffering: no"), "{text}");
-    assert!(!text.contains("content-encoding"), "{text}");
-}
-
-#[tokio::test]
-async fn shutdown_ends_thousands_of_streams_at_once_without_end_event() {
-    const STREAMS: usize = 2000;
-    // More than one address may hold by default: these all come from 127.0.0.1.
-    let server = TestServer::start(&[
-        "--stream-count",
-        "1000",
-        "--stream-interval",
-        "1s",
-        "--max-connections-per-ip",
-        "0",
-    ])
-    .await;
-    let mut clients = Vec::with_capacity(STREAMS);
-    for _ in 0..STREAMS {
-        clients.push(raw_get(server.addr, "/stream", "").await);
-    }
-    for client in &mut clients {
-        let seen = read_until(client, b"Counter value 1\n\n", Duration::from_secs(10)).await;
-        assert!(contains(&seen, b"Counter value 1\n\n"));
-    }
-    let metrics = server.state.metrics.counter.clone();
-    assert_eq!(metrics.open(), STREAMS as u64);
-
-    let took = server.stop().await;
-    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
-    assert_eq!(metrics.open(), 0);
-    for client in &mut clients {
-        let (rest, closed) = read_to_close(client, Duration::from_secs(2)).await;
-        assert!(closed, "the connection was not closed");
+on_both_paths! {
+    #[tokio::test]
+    async fn idle_streams_get_keep_alive_comments() {
+        let server = TestServer::start(&[
+            "--stream-count",
+            "2",
+            "--stream-interval",
+            "1h",
+            "--keep-alive",
+            "50ms",
+        ])
+        .await;
+        let mut stream = raw_get(server.addr, "/stream", ACCEPT).await;
+        let seen = read_until(&mut stream, b"Counter value 1", Duration::from_secs(2)).await;
+        assert!(contains(&seen, b"Counter value 1"));
+        // After the first message the stream is idle: only comments arrive.
+        let seen = read_until(&mut stream, b":\n\n", Duration::from_secs(2)).await;
         assert!(
-            !contains(&rest, b"end_event"),
-            "a shutdown must not end the stream for good"
-        );
-        // The chunked response was ended properly, so the browser reconnects.
-        assert!(
-            rest.ends_with(b"0\r\n\r\n"),
+            contains(&seen, b":\n\n"),
             "{}",
-            String::from_utf8_lossy(&rest)
+            String::from_utf8_lossy(&seen)
         );
+        assert!(!contains(&seen, b"Counter value 2"));
+    }
+
+    #[tokio::test]
+    async fn streams_are_never_compressed_or_held_back() {
+        let server = TestServer::start(&["--stream-count", "2", "--stream-interval", "1h"]).await;
+        let client = reqwest::Client::builder().build().expect("client");
+
+        // Compression is on for pages…
+        let page = client
+            .get(server.url("/"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(page.headers()["content-encoding"], "gzip");
+
+        // …but the stream goes out as it is, and its first event arrives at once even though
+        // the response is far from over.
+        let mut stream = raw_get(
+            server.addr,
+            "/stream",
+            "Accept: text/event-stream\r\nAccept-Encoding: gzip, br, deflate\r\n",
+        )
+        .await;
+        let seen = read_until(&mut stream, b"Counter value 1", Duration::from_secs(2)).await;
+        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+        assert!(text.contains("counter value 1"), "{text}");
+        assert!(text.contains("content-type: text/event-stream"), "{text}");
+        assert!(text.contains("cache-control: no-cache"), "{text}");
+        assert!(text.contains("x-accel-buffering: no"), "{text}");
+        assert!(!text.contains("content-encoding"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_thousands_of_streams_at_once_without_end_event() {
+        const STREAMS: usize = 2000;
+        // More than one address may hold by default: these all come from 127.0.0.1.
+        let server = TestServer::start(&[
+            "--stream-count",
+            "1000",
+            "--stream-interval",
+            "1s",
+            "--max-connections-per-ip",
+            "0",
+        ])
+        .await;
+        let mut clients = Vec::with_capacity(STREAMS);
+        for _ in 0..STREAMS {
+            clients.push(raw_get(server.addr, "/stream", ACCEPT).await);
+        }
+        for client in &mut clients {
+            let seen = read_until(client, b"Counter value 1\n\n", Duration::from_secs(10)).await;
+            assert!(contains(&seen, b"Counter value 1\n\n"));
+        }
+        let metrics = server.state.metrics.counter.clone();
+        assert_eq!(metrics.open(), STREAMS as u64);
+
+        let took = server.stop().await;
+        assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+        assert_eq!(metrics.open(), 0);
+        for client in &mut clients {
+            let (rest, closed) = read_to_close(client, Duration::from_secs(2)).await;
+            assert!(closed, "the connection was not closed");
+            assert!(
+                !contains(&rest, b"end_event"),
+                "a shutdown must not end the stream for good"
+            );
+            // The chunked response was ended properly, so the browser reconnects.
+            assert!(
+                rest.ends_with(b"0\r\n\r\n"),
+                "{}",
+                String::from_utf8_lossy(&rest)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn open_streams_drop_to_zero_within_a_second_of_clients_leaving() {
+        const CLIENTS: usize = 1000;
+        // A long interval: the server must notice the clients leave without writing to them.
+        let server = TestServer::start(&["--stream-count", "1000", "--stream-interval", "30s"]).await;
+        let metrics = server.state.metrics.counter.clone();
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            let mut client = raw_get(server.addr, "/stream", ACCEPT).await;
+            let seen = read_until(&mut client, b"Counter value 1\n\n", Duration::from_secs(10)).await;
+            assert!(contains(&seen, b"Counter value 1\n\n"));
+            clients.push(client);
+        }
+        assert_eq!(metrics.open(), CLIENTS as u64);
+        drop(clients);
+        assert!(
+            eventually(Duration::from_secs(1), || async { metrics.open() == 0 }).await,
+            "{} streams still open a second after their clients left",
+            metrics.open()
+        );
+        assert_eq!(metrics.disconnects(), CLIENTS as u64);
+        let text = reqwest::get(server.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            text.contains("pulse_streams_open{stream=\"counter\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "pulse_stream_disconnects_total{{stream=\"counter\"}} {CLIENTS}"
+            )),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn absurdly_large_requests_get_a_4xx_and_the_server_carries_on() {
+        let server = TestServer::start(&["--stream-count", "1", "--stream-interval", "1ms"]).await;
+        let long_path = format!("/stream?x={}", "a".repeat(100_000));
+        let huge_header = format!("{ACCEPT}X-Big: {}\r\n", "b".repeat(64 * 1024));
+        let many_headers: String = std::iter::once(ACCEPT.to_owned())
+            .chain((0..200).map(|i| format!("X-H{i}: v\r\n")))
+            .collect();
+        for (what, path, extra, status) in [
+            ("request line", long_path.as_str(), ACCEPT, "414"),
+            ("header", "/stream", huge_header.as_str(), "431"),
+            ("header count", "/stream", many_headers.as_str(), "431"),
+        ] {
+            let mut stream = raw_get(server.addr, path, extra).await;
+            let (response, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+            let head = String::from_utf8_lossy(&response);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{what}: {head}"
+            );
+            assert!(closed, "{what}: the connection stays open");
+        }
+        let ok = common::mercure::sse_get(server.url("/stream"))
+            .await
+            .expect("request");
+        assert_eq!(ok.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_bad_last_event_id_cannot_reach_the_wire_raw() {
+        let server = TestServer::start(&["--stream-count", "5"]).await;
+        let mut stream = raw_get(
+            server.addr,
+            "/stream?lastEventId=1%0D%0Aevent:%20forged%0A%0Adata:%20x%00",
+            "Connection: close\r\nAccept: text/event-stream\r\n",
+        )
+        .await;
+        let (response, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).expect("a body");
+        // The reason quotes the value escaped: no raw line break or NUL from it.
+        assert!(
+            body.contains(r#""1\r\nevent: forged\n\ndata: x\0""#),
+            "{body}"
+        );
+        assert_eq!(body.matches('\n').count(), 1, "{body:?}");
+        assert!(!body.contains('\0'));
     }
 }
 
@@ -147,7 +241,7 @@ async fn the_binary_exits_within_two_seconds_of_sigterm() {
     );
     let mut clients = Vec::new();
     for _ in 0..500 {
-        let mut client = raw_get(addr, "/stream", "").await;
+        let mut client = raw_get(addr, "/stream", ACCEPT).await;
         let seen = read_until(&mut client, b"Counter value 1\n\n", Duration::from_secs(10)).await;
         assert!(contains(&seen, b"Counter value 1\n\n"));
         clients.push(client);
@@ -188,91 +282,6 @@ async fn the_binary_exits_within_two_seconds_of_sigterm() {
     assert!(lines
         .iter()
         .all(|line| line["level"].is_string() && line["timestamp"].is_string()));
-}
-
-#[tokio::test]
-async fn open_streams_drop_to_zero_within_a_second_of_clients_leaving() {
-    const CLIENTS: usize = 1000;
-    // A long interval: the server must notice the clients leave without writing to them.
-    let server = TestServer::start(&["--stream-count", "1000", "--stream-interval", "30s"]).await;
-    let metrics = server.state.metrics.counter.clone();
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
-        let mut client = raw_get(server.addr, "/stream", "").await;
-        let seen = read_until(&mut client, b"Counter value 1\n\n", Duration::from_secs(10)).await;
-        assert!(contains(&seen, b"Counter value 1\n\n"));
-        clients.push(client);
-    }
-    assert_eq!(metrics.open(), CLIENTS as u64);
-    drop(clients);
-    assert!(
-        eventually(Duration::from_secs(1), || async { metrics.open() == 0 }).await,
-        "{} streams still open a second after their clients left",
-        metrics.open()
-    );
-    assert_eq!(metrics.disconnects(), CLIENTS as u64);
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    assert!(
-        text.contains("pulse_streams_open{stream=\"counter\"} 0"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "pulse_stream_disconnects_total{{stream=\"counter\"}} {CLIENTS}"
-        )),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn absurdly_large_requests_get_a_4xx_and_the_server_carries_on() {
-    let server = TestServer::start(&["--stream-count", "1", "--stream-interval", "1ms"]).await;
-    let long_path = format!("/stream?x={}", "a".repeat(100_000));
-    let huge_header = format!("X-Big: {}\r\n", "b".repeat(64 * 1024));
-    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
-    for (what, path, extra) in [
-        ("request line", long_path.as_str(), ""),
-        ("header", "/stream", huge_header.as_str()),
-        ("header count", "/stream", many_headers.as_str()),
-    ] {
-        let mut stream = raw_get(server.addr, path, extra).await;
-        let (response, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
-        let head = String::from_utf8_lossy(&response);
-        assert!(
-            head.starts_with("HTTP/1.1 431") || head.starts_with("HTTP/1.1 414"),
-            "{what}: {head}"
-        );
-        assert!(closed, "{what}: the connection stays open");
-    }
-    let ok = reqwest::get(server.url("/stream")).await.expect("request");
-    assert_eq!(ok.status(), 200);
-}
-
-#[tokio::test]
-async fn a_bad_last_event_id_cannot_reach_the_wire_raw() {
-    let server = TestServer::start(&["--stream-count", "5"]).await;
-    let mut stream = raw_get(
-        server.addr,
-        "/stream?lastEventId=1%0D%0Aevent:%20forged%0A%0Adata:%20x%00",
-        "Connection: close\r\n",
-    )
-    .await;
-    let (response, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
-    let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
-    let body = text.split("\r\n\r\n").nth(1).expect("a body");
-    // The reason quotes the value escaped: no raw line break or NUL from it.
-    assert!(
-        body.contains(r#""1\r\nevent: forged\n\ndata: x\0""#),
-        "{body}"
-    );
-    assert_eq!(body.matches('\n').count(), 1, "{body:?}");
-    assert!(!body.contains('\0'));
 }
 
 #[tokio::test]

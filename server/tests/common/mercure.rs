@@ -115,7 +115,10 @@ pub async fn subscribe_request(
     token: Option<&str>,
     last_id: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new().get(format!("{}?{}", server.url(HUB), query(pairs)));
+    // As a browser's EventSource asks: on the fast path unless the server has it off.
+    let mut request = reqwest::Client::new()
+        .get(format!("{}?{}", server.url(HUB), query(pairs)))
+        .header("accept", "text/event-stream");
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -123,6 +126,15 @@ pub async fn subscribe_request(
         request = request.header("Last-Event-ID", id);
     }
     request.send().await.expect("subscribe request")
+}
+
+/// `GET url` as an EventSource sends it.
+pub async fn sse_get(url: String) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
 }
 
 pub async fn subscribe(server: &TestServer, pairs: &[(&str, &str)], token: Option<&str>) -> Events {

@@ -15,6 +15,52 @@ use server::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+/// Which of the server's two ways of serving an event stream a test server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServePath {
+    /// Plain HTTP/1.1 requests with `Accept: text/event-stream` (what browsers send) go
+    /// through the server's own fast path: the server's default.
+    Fast,
+    /// Everything goes through hyper (`--sse-fast-path false`).
+    Hyper,
+}
+
+tokio::task_local! {
+    /// The path the servers a test starts use (see [`on_both_paths`]); the fast path when
+    /// unset.
+    pub static SERVE_PATH: ServePath;
+}
+
+/// The path the current test's servers use.
+pub fn serve_path() -> ServePath {
+    SERVE_PATH.try_with(|path| *path).unwrap_or(ServePath::Fast)
+}
+
+/// Defines each test twice, in a module named after it: `fast_path` runs it against a
+/// server that serves event streams the way browsers get them (the fast path), `hyper`
+/// against one that serves everything through hyper.
+#[macro_export]
+macro_rules! on_both_paths {
+    ($( #[$test:meta] async fn $name:ident() $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run() $body
+
+            #[$test]
+            async fn fast_path() {
+                common::SERVE_PATH.scope(common::ServePath::Fast, run()).await
+            }
+
+            #[$test]
+            async fn hyper() {
+                common::SERVE_PATH.scope(common::ServePath::Hyper, run()).await
+            }
+        }
+    )*};
+}
+
 /// A running server; it shuts down when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -24,9 +70,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with the given extra flags (on top of an ephemeral port).
+    /// Starts a server with the given extra flags (on top of an ephemeral port), serving
+    /// event streams on the test's path ([`serve_path`]).
     pub async fn start(flags: &[&str]) -> Self {
         let mut args = vec!["server", "--addr", "127.0.0.1:0"];
+        if serve_path() == ServePath::Hyper {
+            args.extend_from_slice(&["--sse-fast-path", "false"]);
+        }
         args.extend_from_slice(flags);
         let config = Config::try_parse_from(args).expect("test flags are valid");
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -103,6 +153,16 @@ pub async fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> tokio::net::T
         .await
         .expect("send request");
     stream
+}
+
+/// A connection to `addr` from the loopback address `source` (127.0.0.0/8 holds many, so
+/// that one test can play several clients).
+pub async fn connect_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(addr).await.expect("connect")
 }
 
 /// Reads from `stream` until `needle` has been seen (or the connection ends, or `limit`

@@ -344,15 +344,15 @@ impl<I> StallGuard<I> {
     }
 }
 
-impl<I: AsyncWrite> StallGuard<I> {
+impl<I: AsyncWrite + ResetOnClose> StallGuard<I> {
     fn guard<T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<io::Result<T>>,
         written: impl FnOnce(&T) -> usize,
     ) -> Poll<io::Result<T>> {
-        let this = self.project();
-        match op(this.inner, cx) {
+        let mut this = self.project();
+        match op(this.inner.as_mut(), cx) {
             Poll::Ready(Ok(value)) => {
                 let waited = std::mem::take(this.blocked);
                 if waited {
@@ -382,11 +382,28 @@ impl<I: AsyncWrite> StallGuard<I> {
             timer.as_mut().reset(Instant::now() + *this.limit);
         }
         ready!(timer.as_mut().poll(cx));
+        this.inner.as_mut().reset_on_close();
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "the client stopped reading, or reads too little",
         )))
     }
+}
+
+/// A connection that can be made to reset, not close, when dropped (see
+/// [`stream_conn::abort`]).
+pub trait ResetOnClose {
+    fn reset_on_close(self: Pin<&mut Self>);
+}
+
+impl ResetOnClose for tokio::net::TcpStream {
+    fn reset_on_close(self: Pin<&mut Self>) {
+        stream_conn::abort(&self);
+    }
+}
+
+impl ResetOnClose for tokio::io::DuplexStream {
+    fn reset_on_close(self: Pin<&mut Self>) {}
 }
 
 impl<I: AsyncRead> AsyncRead for StallGuard<I> {
@@ -399,7 +416,7 @@ impl<I: AsyncRead> AsyncRead for StallGuard<I> {
     }
 }
 
-impl<I: AsyncWrite> AsyncWrite for StallGuard<I> {
+impl<I: AsyncWrite + ResetOnClose> AsyncWrite for StallGuard<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

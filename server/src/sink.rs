@@ -146,6 +146,8 @@ struct State {
     live_bytes: usize,
     /// No more updates will come (the subscriber was cut off or removed).
     closed: bool,
+    /// The queue was emptied because its reader made too little progress.
+    stalled: bool,
     /// The socket, while the stream is served on the fast path and its head is written.
     socket: Option<Arc<TcpStream>>,
     /// The task has taken updates it has not finished writing, or has an unfinished write.
@@ -282,6 +284,7 @@ impl Sink {
             if oldest.at.elapsed() > limits.stall {
                 self.empty(&mut state);
                 state.closed = true;
+                state.stalled = true;
                 return (Poll::Ready(None), direct);
             }
         }
@@ -314,6 +317,12 @@ impl Sink {
     /// Drops everything queued, keeping the counts.
     fn empty(&self, state: &mut State) {
         while self.pop(state).is_some() {}
+    }
+
+    /// Whether the queue was emptied because its reader made too little progress (its
+    /// connection is then reset rather than closed, see [`crate::stream_conn`]).
+    pub fn stalled(&self) -> bool {
+        self.state.lock().stalled
     }
 
     /// How many bytes of live updates wait in the queue.
@@ -579,6 +588,7 @@ mod tests {
         assert_eq!(sink.deliver(&event(4), false), Delivery::Full);
         let mut cx = Context::from_waker(Waker::noop());
         assert!(matches!(sink.poll_take(&mut cx).0, Poll::Ready(None)));
+        assert!(sink.stalled());
         assert_eq!(sink.queued_bytes(), 0);
         assert_eq!(limits.total(), 0, "everything it held is given back");
     }

@@ -158,13 +158,30 @@ pub fn serve(
             known_length,
             direct: direct.as_deref(),
         };
-        if let Err(error) = respond(out, body, head, stall_timeout).await {
-            tracing::debug!(%error, "event stream connection ended");
-        }
+        let outcome = respond(out, body, head, stall_timeout).await;
+        let stalled = match &outcome {
+            Err(error) => {
+                tracing::debug!(%error, "event stream connection ended");
+                error.kind() == io::ErrorKind::TimedOut
+            }
+            Ok(()) => false,
+        };
         if let Some(sink) = direct {
             sink.detach();
+            if stalled || sink.stalled() {
+                abort(&stream);
+            }
+        } else if stalled {
+            abort(&stream);
         }
     }
+}
+
+/// Makes closing `stream` reset it: what the kernel still holds for a client that reads
+/// too slowly is dropped at once (it would otherwise trickle out for as long as the client
+/// takes, holding the memory), and the client, told so, reconnects and resumes.
+pub fn abort(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// Consumes the request head from the socket and answers the request through `router`.

@@ -150,7 +150,13 @@ impl IntoResponse for HubError {
             Self::Publish(error) if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Subscribe(SubscribeError::Selector(SelectorError::HubFull))
             | Self::Budget(BudgetError::Address) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Budget(BudgetError::Subscription { .. }) => StatusCode::BAD_REQUEST,
+            Self::Budget(BudgetError::Subscription { .. })
+            | Self::Subscribe(SubscribeError::Budget(BudgetError::Subscription { .. })) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Subscribe(SubscribeError::Budget(BudgetError::Address)) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Form(_) | Self::Publish(_) | Self::Subscribe(_) | Self::UnknownMatchType => {
                 StatusCode::BAD_REQUEST
             }

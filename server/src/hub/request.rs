@@ -3,11 +3,16 @@
 //! Pure functions over already-decoded pairs, so every rule is unit-tested without HTTP.
 
 use super::{
-    selector::{MatchBase, MatchType, Selector, SelectorError},
+    selector::{MatchBase, MatchType, Selector, SelectorError, MAX_PATTERN_BYTES},
     text::is_protocol_string,
     topic_hub::Cursor,
 };
 use crate::update::NewUpdate;
+
+/// The longest update id accepted (it comes back in `Last-Event-ID` headers).
+pub const MAX_ID_BYTES: usize = 1024;
+/// The longest event type accepted.
+pub const MAX_TYPE_BYTES: usize = 256;
 
 /// Limits on what a request may ask for.
 #[derive(Clone, Debug)]
@@ -41,6 +46,10 @@ pub enum PublishError {
     TooLarge { max: usize },
     #[error("invalid topic: topics must be valid UTF-8 without control or format characters")]
     InvalidTopic,
+    #[error("a topic is longer than {max} bytes")]
+    TopicTooLong { max: usize },
+    #[error("the \"{field}\" is longer than {max} bytes")]
+    FieldTooLong { field: &'static str, max: usize },
     #[error("the topic \"*\" is reserved: it would match every subscription")]
     WildcardTopic,
     #[error("the topic is in the hub's reserved namespace (/.well-known/mercure)")]
@@ -98,6 +107,11 @@ pub fn parse_publish(
         });
     }
     for topic in &topics {
+        if topic.len() > MAX_PATTERN_BYTES {
+            return Err(PublishError::TopicTooLong {
+                max: MAX_PATTERN_BYTES,
+            });
+        }
         if !is_protocol_string(topic) {
             return Err(PublishError::InvalidTopic);
         }
@@ -106,6 +120,11 @@ pub fn parse_publish(
         }
         if is_reserved(topic, hub_url) {
             return Err(PublishError::ReservedTopic);
+        }
+    }
+    for (field, value, max) in [("id", &id, MAX_ID_BYTES), ("type", &kind, MAX_TYPE_BYTES)] {
+        if value.as_ref().is_some_and(|value| value.len() > max) {
+            return Err(PublishError::FieldTooLong { field, max });
         }
     }
     if let Some(id) = &id {
@@ -187,6 +206,8 @@ pub enum SubscribeError {
     TooManyMatchers { max: usize },
     #[error(transparent)]
     Selector(#[from] SelectorError),
+    #[error(transparent)]
+    Budget(#[from] super::selector::BudgetError),
 }
 
 /// A subscription request, checked.
@@ -221,6 +242,7 @@ pub fn parse_subscribe(
     // Sorted by name, for a deterministic order of subscriptions.
     named.sort_by(|a, b| a.0.cmp(b.0));
     let mut selectors = Vec::new();
+    let mut cost = 0;
     for (name, value) in &named {
         let kind = match *name {
             "match" | "match_exact" => MatchType::Exact,
@@ -243,7 +265,15 @@ pub fn parse_subscribe(
                 max: limits.max_matchers,
             });
         }
-        selectors.push(Selector::for_subscription(kind, value, base)?);
+        let selector = Selector::for_subscription(kind, value, base)?;
+        // Checked as the patterns come, so that one subscription too complex in itself is
+        // told so (`400`) before its patterns could fill the hub's budget (`429`).
+        cost += selector.cost();
+        let max = base.patterns().budget().per_subscription;
+        if cost > max {
+            return Err(super::selector::BudgetError::Subscription { cost, max }.into());
+        }
+        selectors.push(selector);
     }
     if selectors.is_empty() {
         return Err(SubscribeError::NoMatcher);
@@ -371,6 +401,24 @@ mod tests {
             (
                 &[("topic", "t"), ("retry", "99999999999999999999999")],
                 PublishError::InvalidRetry,
+            ),
+            (
+                &[("topic", &"t".repeat(4097))],
+                PublishError::TopicTooLong { max: 4096 },
+            ),
+            (
+                &[("topic", "t"), ("id", &"i".repeat(1025))],
+                PublishError::FieldTooLong {
+                    field: "id",
+                    max: 1024,
+                },
+            ),
+            (
+                &[("topic", "t"), ("type", &"y".repeat(257))],
+                PublishError::FieldTooLong {
+                    field: "type",
+                    max: 256,
+                },
             ),
         ];
         for (items, expected) in cases {

@@ -173,8 +173,8 @@ impl Index {
     }
 
     /// Calls `found` with every subscriber one of whose selectors here matches `update`
-    /// (possibly more than once).
-    fn matching(&self, update: &Update, base: &MatchBase, mut found: impl FnMut(usize)) {
+    /// (possibly more than once); returns how many patterns it evaluated.
+    fn matching(&self, update: &Update, base: &MatchBase, mut found: impl FnMut(usize)) -> u64 {
         for topic in update.topics.iter() {
             if let Some(keys) = self.exact.get(topic) {
                 keys.iter().copied().for_each(&mut found);
@@ -186,6 +186,7 @@ impl Index {
                 keys.iter().copied().for_each(&mut found);
             }
         }
+        self.patterns.len() as u64
     }
 
     #[cfg(test)]
@@ -287,6 +288,8 @@ pub struct TopicHub {
     degraded: Mutex<Option<Arc<Update>>>,
     /// Where the fan-out counts the updates it writes straight to sockets.
     metrics: Arc<StreamMetrics>,
+    /// Patterns the fan-out evaluated, one per distinct pattern and update.
+    pattern_checks: AtomicU64,
 }
 
 /// The topic of the hub's health notices (private, `event: mercure`).
@@ -345,6 +348,7 @@ impl TopicHub {
             next_serial: AtomicU64::new(1),
             degraded: Mutex::new(None),
             metrics,
+            pattern_checks: AtomicU64::new(0),
         });
         tokio::spawn(fan_out(Arc::downgrade(&hub), updates));
         hub
@@ -534,6 +538,16 @@ impl TopicHub {
             .collect()
     }
 
+    /// How many times the fan-out evaluated a URL pattern (or template) since the start.
+    pub fn pattern_checks(&self) -> u64 {
+        self.pattern_checks.load(Relaxed)
+    }
+
+    /// Bytes of the distinct updates waiting in subscribers' queues now.
+    pub fn queued_bytes(&self) -> usize {
+        self.limits.queues.total()
+    }
+
     /// How many subscribers are registered.
     pub fn subscriber_count(&self) -> usize {
         self.registry.read().entries.len()
@@ -608,24 +622,26 @@ async fn fan_out(
                 }
                 targets.push((key, entry.serial, Arc::clone(&entry.queue)));
             };
-            if update.private {
+            let checks = if update.private {
                 // Only subscribers whose grants cover one of its topics, and of those only
                 // the ones that selected it.
-                registry.granted.matching(&update, base, |key| {
+                let mut own = 0u64;
+                let granted = registry.granted.matching(&update, base, |key| {
                     let selected = registry.entries.get(key).is_some_and(|entry| {
-                        entry
-                            .spec
-                            .selectors
-                            .iter()
-                            .any(|selector| selector.matches_update(&update, base))
+                        entry.spec.selectors.iter().any(|selector| {
+                            own += u64::from(selector.cost() > 0);
+                            selector.matches_update(&update, base)
+                        })
                     });
                     if selected {
                         select(key);
                     }
                 });
+                granted + own
             } else {
-                registry.selected.matching(&update, base, &mut select);
-            }
+                registry.selected.matching(&update, base, &mut select)
+            };
+            hub.pattern_checks.fetch_add(checks, Relaxed);
         }
         // With updates waiting behind this one, the fan-out queues rather than writes: it
         // catches up sooner, and each subscriber's task sends what piled up in one write.

@@ -28,13 +28,13 @@ step "Formatting"
 cargo fmt --all -- --check
 
 # Checked apart: a --workspace build would unify the app's `ssr` and `hydrate` features.
-step "Clippy: server, load generator and benchmark"
-cargo clippy --locked -p server -p app -p loadgen -p bench --all-targets -- -D warnings
+step "Clippy: server, load generator, benchmarks"
+cargo clippy --locked -p server -p app -p loadgen -p bench -p attack --all-targets -- -D warnings
 step "Clippy: WASM frontend"
 cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 step "Rust tests"
-cargo test --locked -p app -p server -p loadgen -p bench
+cargo test --locked -p app -p server -p loadgen -p bench -p attack
 # The test executables (extensionless files in deps/) are not part of any later build.
 free_disk "test executables" $(find "$target_dir/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*')
 

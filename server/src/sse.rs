@@ -519,4 +519,54 @@ mod tests {
         let lines: Vec<&str> = split_lines("plain").collect();
         assert_eq!(lines, ["plain"]);
     }
+
+    /// What a browser's parser makes of `bytes`: every event, read by a standard SSE
+    /// parser (the `eventsource-stream` crate).
+    fn parse_events(bytes: Bytes) -> Vec<eventsource_stream::Event> {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)])
+                .eventsource()
+                .map(|event| event.expect("a well-formed event"))
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        /// Any data, id, type and retry come back as exactly those fields (data with its
+        /// line breaks as the parser joins them, LF).
+        #[test]
+        fn any_event_reads_back_as_its_fields(
+            data in proptest::prelude::any::<String>(),
+            id in "[^\r\n\x00]{0,40}",
+            name in "[^\r\n\x00]{1,20}",
+            retry in proptest::option::of(0u64..10_000_000),
+        ) {
+            let mut builder = EventBuilder::new()
+                .name(FieldValue::new(&name, "name").expect("no line break"))
+                .id(FieldValue::new(&id, "id").expect("no line break"))
+                .data(&data);
+            if let Some(retry) = retry {
+                builder = builder.retry(Duration::from_millis(retry));
+            }
+            let events = parse_events(builder.build());
+            proptest::prop_assert_eq!(events.len(), 1);
+            let event = &events[0];
+            proptest::prop_assert_eq!(&event.data, &data.replace("\r\n", "\n").replace('\r', "\n"));
+            proptest::prop_assert_eq!(&event.id, &id);
+            proptest::prop_assert_eq!(&event.event, &name);
+            proptest::prop_assert_eq!(event.retry, retry.map(Duration::from_millis));
+        }
+
+        /// No text put in an id or a type can break the framing: it is refused or safe.
+        #[test]
+        fn field_values_with_line_breaks_are_refused(value in proptest::prelude::any::<String>()) {
+            let unsafe_value = value.contains(['\r', '\n', '\0']);
+            proptest::prop_assert_eq!(FieldValue::new(&value, "id").is_err(), unsafe_value);
+        }
+    }
 }

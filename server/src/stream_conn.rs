@@ -604,4 +604,206 @@ pub(crate) mod tests {
             assert_eq!(&out[..used], expected.as_bytes());
         }
     }
+
+    /// What hyper makes of `head` (as the server configures it for HTTP/1.1): the request
+    /// it hands to the service, or `None` when it refuses the head or waits for more.
+    fn hyper_reads(head: &[u8]) -> Option<http::request::Parts> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let (sender, received) = tokio::sync::oneshot::channel();
+            let sender = std::sync::Mutex::new(Some(sender));
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    if let Some(sender) = sender.lock().ok().and_then(|mut slot| slot.take()) {
+                        let _ = sender.send(request.into_parts().0);
+                    }
+                    async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                            Bytes,
+                        >::new(
+                        )))
+                    }
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.max_buf_size(16 * 1024);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            tokio::spawn(connection);
+            client.write_all(head).await.ok()?;
+            tokio::time::timeout(Duration::from_millis(500), received)
+                .await
+                .ok()?
+                .ok()
+        })
+    }
+
+    /// Heads built from parts that matter to either parser, some of them broken.
+    fn heads() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        // Weighted towards what the fast path takes, so that most cases reach hyper.
+        let method = prop_oneof![
+            12 => Just("GET"),
+            1 => Just("get"),
+            1 => Just("POST"),
+            1 => Just("HEAD"),
+            1 => Just("GET GET"),
+            1 => Just("G\u{0}T"),
+            1 => Just("CONNECT"),
+        ];
+        let target = prop_oneof![
+            6 => Just("/stream"),
+            6 => Just("/.well-known/mercure?match=%2Fa&match_urlpattern=%2F%3Ax"),
+            2 => Just("/stream?lastEventId=3"),
+            1 => Just("/stream#x"),
+            1 => Just("/stream?x=\u{e9}"),
+            1 => Just("*"),
+            1 => Just("http://h/stream"),
+            1 => Just("/str eam"),
+            1 => Just("/stream?%ZZ"),
+            1 => Just("/stream/"),
+            1 => Just("//stream"),
+        ];
+        let version = prop_oneof![
+            12 => Just("HTTP/1.1"),
+            1 => Just("HTTP/1.0"),
+            1 => Just("HTTP/2.0"),
+            1 => Just("HTTP/1.10"),
+            1 => Just("http/1.1"),
+            1 => Just("HTTP/1.1 "),
+        ];
+        let header = prop_oneof![
+            Just("Host: x"),
+            Just("Host: a\",b"),
+            Just("Accept: text/event-stream"),
+            Just("accept: text/html, text/event-stream"),
+            Just("Accept: text/event-stream;q=0"),
+            Just("Content-Length: 0"),
+            Just("Content-Length: 5"),
+            Just("Content-Length: +0"),
+            Just("Content-Length: 00"),
+            Just("Content-Length:0"),
+            Just("Content-Length: 0, 0"),
+            Just("Transfer-Encoding: chunked"),
+            Just("Transfer-Encoding: identity"),
+            Just("Upgrade: h2c"),
+            Just("Connection: upgrade"),
+            Just("Expect: 100-continue"),
+            Just("Last-Event-ID: 7"),
+            Just("X-Folded: a\r\n b"),
+            Just("Bad Name: x"),
+            Just("X-Empty:"),
+            Just("X-Ctl: a\u{1}b"),
+            Just("X-High: \u{e9}"),
+            Just(":authority: x"),
+            Just("X-Tab:\tv"),
+        ];
+        (
+            method,
+            target,
+            version,
+            proptest::collection::vec(header, 0..6),
+            proptest::bool::weighted(0.9),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(method, target, version, headers, accept, bare_lf)| {
+                let eol = if bare_lf { "\n" } else { "\r\n" };
+                let mut head = format!("{method} {target} {version}{eol}");
+                if accept {
+                    head.push_str("Accept: text/event-stream");
+                    head.push_str(eol);
+                }
+                for header in headers {
+                    head.push_str(header);
+                    head.push_str(eol);
+                }
+                head.push_str(eol);
+                head.into_bytes()
+            })
+    }
+
+    /// A head the fast path takes, with a few bytes changed, inserted or removed.
+    fn mutated_heads() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let valid = b"GET /.well-known/mercure?match=%2Fa HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 7\r\n\r\n".to_vec();
+        proptest::collection::vec((0..valid.len(), any::<u8>(), 0..3u8), 1..4).prop_map(
+            move |edits| {
+                let mut head = valid.clone();
+                for (at, byte, edit) in edits {
+                    let at = at.min(head.len() - 1);
+                    match edit {
+                        0 => head[at] = byte,
+                        1 => head.insert(at, byte),
+                        _ => {
+                            head.remove(at);
+                        }
+                    }
+                }
+                head
+            },
+        )
+    }
+
+    /// The property: whatever the fast path takes, hyper takes too, as the same request.
+    fn same_verdict(head: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let Some(ours) = parse(head, peer()) else {
+            return Ok(());
+        };
+        let theirs = hyper_reads(head);
+        proptest::prop_assert!(
+            theirs.is_some(),
+            "the fast path took what hyper refuses: {:?}",
+            String::from_utf8_lossy(head)
+        );
+        let theirs = theirs.expect("checked");
+        let (ours, _) = ours.request.into_parts();
+        proptest::prop_assert_eq!(&ours.method, &theirs.method);
+        proptest::prop_assert_eq!(&ours.uri, &theirs.uri);
+        proptest::prop_assert_eq!(ours.version, theirs.version);
+        proptest::prop_assert_eq!(&ours.headers, &theirs.headers);
+        Ok(())
+    }
+
+    /// Runs [`same_verdict`] on `cases` heads from `strategy`; returns how many of them the
+    /// fast path took (so that a test can check it tried enough).
+    fn check_heads(
+        strategy: impl proptest::strategy::Strategy<Value = Vec<u8>>,
+        cases: u32,
+    ) -> usize {
+        let taken = std::cell::Cell::new(0);
+        let mut runner = proptest::test_runner::TestRunner::new(
+            proptest::test_runner::Config::with_cases(cases),
+        );
+        let outcome = runner.run(&strategy, |head| {
+            if parse(&head, peer()).is_some() {
+                taken.set(taken.get() + 1);
+            }
+            same_verdict(&head)
+        });
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+        taken.get()
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_heads_hyper_takes_the_same_way() {
+        let taken = check_heads(heads(), 512);
+        assert!(
+            taken > 40,
+            "only {taken} of 512 heads reached the fast path"
+        );
+    }
+
+    #[test]
+    fn mutated_heads_get_the_same_verdict_too() {
+        let taken = check_heads(mutated_heads(), 512);
+        assert!(
+            taken > 40,
+            "only {taken} of 512 heads reached the fast path"
+        );
+    }
 }

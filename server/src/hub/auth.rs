@@ -1043,4 +1043,34 @@ mod tests {
             Err(KeyError::Pem { .. })
         ));
     }
+
+    /// `exp` values of every JSON shape: integers of any size and sign, fractions, huge and
+    /// tiny floats, strings, and others.
+    fn exp_values() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            (0.0..4e9f64).prop_map(|n| json!(n)),
+            any::<String>().prop_map(|text| json!(text)),
+            Just(json!(null)),
+            Just(json!([1])),
+            Just(json!({ "exp": 1 })),
+            Just(json!(true)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A token is valid exactly when its `exp` is a number later than now, whatever
+        /// the JSON: never a panic, never a string or a non-number let through.
+        #[test]
+        fn exp_is_a_number_later_than_now(exp in exp_values(), now in 0.0..4e9f64) {
+            let modern = settings(false);
+            let claims = json!({ "iss": ISS, "aud": AUD, "exp": exp.clone() });
+            let verdict = check_claims(&claims, now, AUD, &modern);
+            let expected = exp.as_f64().filter(|exp| exp.is_finite() && now < *exp);
+            proptest::prop_assert_eq!(verdict.ok().flatten(), expected, "exp {}", exp);
+        }
+    }
 }

@@ -1081,4 +1081,109 @@ mod tests {
             "a token's grants are never refused for the total"
         );
     }
+
+    /// Patterns built from the pieces the URL Pattern syntax has, some of them malformed.
+    fn built_patterns() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just("/"),
+            Just("books"),
+            Just(":id"),
+            Just(":id?"),
+            Just(":id+"),
+            Just("*"),
+            Just("(\\d+)"),
+            Just("(a|b)"),
+            Just("{/:rest}?"),
+            Just("."),
+            Just("?q=:q"),
+            Just("#:frag"),
+            Just("%2F"),
+            Just("("),
+            Just("\\"),
+            Just("{"),
+        ];
+        (
+            prop_oneof![
+                Just(""),
+                Just("https://example.com"),
+                Just("https://:sub.example.com"),
+                Just("*://")
+            ],
+            proptest::collection::vec(piece, 0..8),
+        )
+            .prop_map(|(origin, pieces)| format!("{origin}{}", pieces.concat()))
+    }
+
+    fn built_topics() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let segment = prop_oneof![
+            Just("books"),
+            Just("1"),
+            Just("42"),
+            Just("a"),
+            Just("b"),
+            Just("x.json"),
+            Just("%2F"),
+            Just("")
+        ];
+        (
+            prop_oneof![
+                Just(""),
+                Just("https://example.com"),
+                Just("https://api.example.com"),
+                Just("http://example.com")
+            ],
+            proptest::collection::vec(segment, 0..5),
+            prop_oneof![Just(""), Just("?q=rust"), Just("#top")],
+        )
+            .prop_map(|(origin, segments, tail)| format!("{origin}/{}{tail}", segments.join("/")))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Whatever the text, compiling and matching never panics and stays quick, and a
+        /// pattern that compiles matches as the URL Pattern library does.
+        #[test]
+        fn built_patterns_match_as_the_library_does(pattern in built_patterns(), topic in built_topics()) {
+            let started = std::time::Instant::now();
+            let compiled = Selector::new(MatchType::UrlPattern, &pattern, &base());
+            // `*` alone is Mercure's wildcard for every type, not the URL Pattern `*`.
+            if let Some(selector) = compiled.as_ref().ok().filter(|_| pattern != "*") {
+                let ours = selector.matches(&topic, &base());
+                if let Some(expected) = reference(&pattern, &topic) {
+                    proptest::prop_assert_eq!(ours, expected, "{} against {}", pattern, topic);
+                }
+            }
+            proptest::prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        }
+
+        #[test]
+        fn any_text_as_a_pattern_or_template_never_panics(
+            raw in proptest::prelude::any::<String>(),
+            topic in proptest::prelude::any::<String>(),
+        ) {
+            let started = std::time::Instant::now();
+            for kind in [MatchType::UrlPattern, MatchType::Legacy, MatchType::Exact] {
+                if let Ok(selector) = Selector::new(kind, &raw, &base()) {
+                    let _ = selector.matches(&topic, &base());
+                    let _ = selector.matches(&raw, &base());
+                }
+            }
+            let _ = template_regex(&raw);
+            proptest::prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        }
+
+        #[test]
+        fn any_uri_template_matches_itself_and_never_panics(
+            template in "[a-z/]{0,8}(\\{[+#./;?&]?[a-z_]{1,5}(,[a-z_]{1,5}\\*?){0,2}\\}[a-z/]{0,5}){0,3}",
+            topic in "[a-z0-9/%,.=&;?#-]{0,30}",
+        ) {
+            let selector = Selector::new(MatchType::Legacy, &template, &base())
+                .expect("a well-formed template compiles");
+            proptest::prop_assert!(selector.matches(&template, &base()), "a template matches itself");
+            let _ = selector.matches(&topic, &base());
+        }
+    }
 }

@@ -173,4 +173,33 @@ mod tests {
             Some("/topics/ü?x")
         );
     }
+
+    proptest::proptest! {
+        /// Any bytes: an answer, never a panic.
+        #[test]
+        fn any_bytes_parse_or_are_refused(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_form(&input, "form");
+        }
+
+        /// What a browser encodes (`URLSearchParams`, as `form_urlencoded` does) comes back
+        /// as it was.
+        #[test]
+        fn encoded_pairs_come_back_unchanged(
+            pairs in proptest::collection::vec((proptest::prelude::any::<String>(), proptest::prelude::any::<String>()), 0..6),
+        ) {
+            let encoded: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            let decoded = parse_form(encoded.as_bytes(), "form").expect("valid UTF-8");
+            proptest::prop_assert_eq!(decoded, pairs);
+        }
+
+        /// Escaped once, unescaped once: the same text, and never a `/` in between.
+        #[test]
+        fn segments_round_trip(text in proptest::prelude::any::<String>()) {
+            let escaped = escape_segment(&text);
+            proptest::prop_assert!(!escaped.contains('/'));
+            proptest::prop_assert_eq!(unescape_segment(&escaped), Some(text));
+        }
+    }
 }

@@ -445,7 +445,8 @@ fn spawn_listening(
     Ok(proc)
 }
 
-/// Pulse's flags: loopback, quiet logs, no subscription events (nobody reads them here), the
+/// Pulse's flags: loopback, quiet logs, no subscription events (nobody reads them here), no
+/// cap per client address (every simulated client is on 127.0.0.1, as behind a proxy), the
 /// stream settings, and the broker.
 pub fn pulse_args(
     port: u16,
@@ -460,6 +461,10 @@ pub fn pulse_args(
         "warn".to_owned(),
         "--subscriptions".to_owned(),
         "false".to_owned(),
+        "--max-connections-per-ip".to_owned(),
+        "0".to_owned(),
+        "--max-streams-per-ip".to_owned(),
+        "0".to_owned(),
         "--site-root".to_owned(),
         site_root.display().to_string(),
         "--stream-count".to_owned(),

@@ -103,9 +103,12 @@ impl<I: AsyncRead + AsyncWrite> AsyncRead for HeadGuard<I> {
             Poll::Ready(Ok(())) => {
                 if let Some(seen) = state.line {
                     let new = &buf.filled()[before..];
-                    match memchr_newline(new) {
-                        Some(_) => state.line = None,
-                        None if seen + new.len() > MAX_REQUEST_LINE => {
+                    let end = memchr_newline(new);
+                    let line = seen + end.unwrap_or(new.len());
+                    match end {
+                        Some(_) if line <= MAX_REQUEST_LINE => state.line = None,
+                        None if line <= MAX_REQUEST_LINE => state.line = Some(line),
+                        _ => {
                             // Best effort, without waiting: the answer is small, and the
                             // socket has just been read from, not written to.
                             let _ = this.inner.as_mut().poll_write(cx, URI_TOO_LONG);
@@ -115,7 +118,6 @@ impl<I: AsyncRead + AsyncWrite> AsyncRead for HeadGuard<I> {
                                 "the request line is too long",
                             )));
                         }
-                        None => state.line = Some(seen + new.len()),
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -235,7 +237,11 @@ mod tests {
             Instant::now() + Duration::from_secs(10),
             HeadDone::new(),
         );
-        let line = format!("GET /{} HTTP/1.1", "a".repeat(MAX_REQUEST_LINE));
+        // Its end in the same read as the rest: the length still counts.
+        let line = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
         client.write_all(line.as_bytes()).await.expect("write");
         let mut buf = vec![0u8; 64 * 1024];
         let error = loop {

@@ -2,8 +2,8 @@
 //! library so that tests can start the real router on an ephemeral port.
 
 pub mod broker;
+pub mod caps;
 pub mod config;
-pub mod conn_limits;
 pub mod counter;
 pub mod head_guard;
 pub mod hub;
@@ -60,6 +60,9 @@ pub struct AppState {
     pub compression: bool,
     /// The Mercure hub.
     pub hub: Arc<HubService>,
+    /// How many event streams (the hub's and `/stream`'s) are open, in all and per client
+    /// address: HTTP/2 carries many on one connection.
+    pub streams: Arc<caps::Caps>,
 }
 
 impl AppState {
@@ -96,6 +99,10 @@ impl AppState {
             request_timeout: config.request_timeout,
             compression: config.compression,
             hub: Arc::new(hub),
+            streams: caps::Caps::new(
+                config.max_streams as usize,
+                config.max_streams_per_ip as usize,
+            ),
         })
     }
 
@@ -213,17 +220,14 @@ impl ServeOptions {
         };
         let max_connections = match config.max_connections {
             Some(max) => max as usize,
-            None => conn_limits::default_max_connections(conn_limits::raise_open_file_limit()),
+            None => caps::default_max_connections(caps::raise_open_file_limit()),
         };
         Ok(Self {
             tls,
             header_timeout: config.header_timeout,
             stall_timeout: config.stall_timeout,
             fast_path: config.sse_fast_path,
-            limits: conn_limits::ConnectionLimits::new(
-                max_connections,
-                config.max_connections_per_ip as usize,
-            ),
+            limits: caps::Caps::new(max_connections, config.max_connections_per_ip as usize),
             ..Self::default()
         })
     }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::{
-    conn_limits::{self, ConnectionLimits, Permit, Refusal},
+    caps::{self, Caps, Permit, Refusal},
     head_guard::{HeadDone, HeadGuard},
     stream_conn::{self, FirstBytes},
 };
@@ -57,7 +57,7 @@ pub struct ServeOptions {
     /// Serve plain HTTP/1.1 event-stream requests without hyper ([`crate::stream_conn`]).
     pub fast_path: bool,
     /// How many connections the server holds, in all and per client address.
-    pub limits: Arc<ConnectionLimits>,
+    pub limits: Arc<Caps>,
 }
 
 impl Default for ServeOptions {
@@ -69,13 +69,16 @@ impl Default for ServeOptions {
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_millis(1500),
             fast_path: true,
-            limits: ConnectionLimits::new(
-                conn_limits::default_max_connections(conn_limits::raise_open_file_limit()),
+            limits: Caps::new(
+                caps::default_max_connections(caps::raise_open_file_limit()),
                 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             ),
         }
     }
 }
+
+/// The most event streams (and requests) one HTTP/2 connection carries at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// Connections one client address may hold by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1000;
@@ -100,7 +103,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let tls = options.tls.clone().map(TlsAcceptor::from);
@@ -208,10 +211,11 @@ pub async fn serve(
 }
 
 /// Answers a connection the limits refused (plain HTTP only: a TLS client could not read
-/// the answer) without waiting, and closes it.
+/// the answer) without waiting, and closes it. The answer goes straight to the socket: a
+/// connection just accepted has no readiness known to tokio yet.
 fn refuse(stream: &tokio::net::TcpStream, refusal: Refusal, plain: bool) {
     if plain {
-        let _ = stream.try_write(refusal.response());
+        let _ = socket2::SockRef::from(stream).send(refusal.response());
     }
 }
 

@@ -13,7 +13,8 @@ use crate::{
     broker::Broker,
     hub::{
         auth::{self, Role, TokenRequest},
-        new_update_id, subscriptions,
+        new_update_id,
+        selector::{MatchType, Selector},
         text::{escape_segment, unescape_segment},
         topic_hub::HEALTH_TOPIC,
         HubService, PAGE_TOKEN_LIFETIME,
@@ -21,15 +22,10 @@ use crate::{
     update::{NewUpdate, Update},
 };
 
-/// The start of every subscription-event topic of the topic page `topic` (an IRI).
-fn presence_grant_topic(topic: &str) -> String {
-    format!("{PRESENCE_PREFIX}{}/", escape_segment(topic))
-}
-
 /// The event type of members-only messages from the composer; pages mark them.
 pub const MEMBERS_EVENT: &str = "members";
 /// What members may read besides: private messages of every topic.
-const MEMBER_GRANT: &str = "urlpattern:/topics/*";
+const MEMBER_PATTERN: &str = "/topics/*";
 const TOPIC_PREFIX: &str = "/topics/";
 /// The topic pages whose watchers one page token may read: the page's own and those of the
 /// last pages the reader opened before (each tab's next connection sends the newest cookie).
@@ -38,12 +34,20 @@ pub const PRESENCE_TOPICS_KEPT: usize = 8;
 const PRESENCE_PREFIX: &str = "/.well-known/mercure/subscriptions/exact/";
 const PRESENCE_SUFFIX: &str = "/:subscriber";
 
+/// The pattern of who watches the topic `topic` (an IRI): its subscription events.
+fn presence_pattern(topic: &str) -> String {
+    format!(
+        "{PRESENCE_PREFIX}{}{PRESENCE_SUFFIX}",
+        escape_segment(topic)
+    )
+}
+
 /// The grant to read who watches the topic page `name`: its subscription events, and no
 /// other topic's (`urlpattern:` marks the selector type for [`auth::mint`]).
 pub fn presence_grant(name: &str) -> String {
     format!(
-        "urlpattern:{PRESENCE_PREFIX}{}{PRESENCE_SUFFIX}",
-        escape_segment(&app::api::topic_iri(name))
+        "urlpattern:{}",
+        presence_pattern(&app::api::topic_iri(name))
     )
 }
 
@@ -89,18 +93,20 @@ impl TopicBackend for HubBackend {
     fn snapshot(&self, topic: &str, limit: usize, member: bool) -> TopicView {
         let hub = &self.0.hub;
         let on_topic = |update: &Update| update.topics.iter().any(|t| **t == *topic);
-        // The page resumes from the newest update its reader may see: one of the topic's
-        // messages, a members-only one for a member, or any public one. Never a private
-        // update of anyone else, whose id would tell that it exists.
-        let presence = presence_grant_topic(topic);
+        // The page resumes from the newest update its reader may see, by the grants of the
+        // token it is given: any public one, its topic's watchers, and members-only messages
+        // for a member. Never a private update of anyone else, whose id would tell that it
+        // exists.
+        let base = hub.base();
+        let grant = |pattern: &str| Selector::new(MatchType::UrlPattern, pattern, base).ok();
+        let watchers = grant(&presence_pattern(topic));
+        let members = if member { grant(MEMBER_PATTERN) } else { None };
         let visible = |update: &Update| {
             !update.private
-                || (member && update.topics.iter().any(|t| t.starts_with(TOPIC_PREFIX)))
-                || (subscriptions::is_event(&update.topics)
-                    && update
-                        .topics
-                        .first()
-                        .is_some_and(|t| t.starts_with(&presence)))
+                || [&watchers, &members]
+                    .into_iter()
+                    .flatten()
+                    .any(|selector| selector.matches_update(update, base))
         };
         let (updates, older, cursor) = hub.snapshot(
             limit,
@@ -207,7 +213,7 @@ impl TopicBackend for HubBackend {
             subscribe.push(presence_grant(&name));
         }
         if member {
-            subscribe.push(MEMBER_GRANT.to_owned());
+            subscribe.push(format!("urlpattern:{MEMBER_PATTERN}"));
         }
         let request = TokenRequest {
             subscribe,

@@ -80,6 +80,8 @@ on_both_paths! {
             "1s",
             "--max-connections-per-ip",
             "0",
+            "--max-streams-per-ip",
+            "0",
         ])
         .await;
         let mut clients = Vec::with_capacity(STREAMS);

@@ -501,6 +501,146 @@ on_both_paths! {
     }
 }
 
+// 2. HTTP/2 carries many streams on one connection: the stream caps count them.
+
+#[tokio::test]
+async fn one_address_cannot_hold_unbounded_streams_over_one_http2_connection() {
+    let server = start(&["--max-streams-per-ip", "5", "--max-streams", "8"]).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut held = Vec::new();
+    for n in 0..6 {
+        let response = client
+            .get(format!("{}?match=%2Fh2", server.url(HUB)))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        if n < 5 {
+            assert_eq!(response.status(), 200, "stream {n}");
+            held.push(response);
+        } else {
+            assert_eq!(response.status(), 429, "the sixth on one address");
+            assert!(response.headers().contains_key("retry-after"));
+        }
+    }
+    // Other addresses share what is left of the process's cap.
+    let mut others = Vec::new();
+    for n in 0..4u8 {
+        others.push(
+            subscribe_from(
+                &server,
+                [127, 0, 5, n + 1],
+                &[("match".to_owned(), "/h2".to_owned())],
+            )
+            .await,
+        );
+    }
+    let statuses: Vec<u16> = others.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 503], "eight in all");
+    let counter = reqwest::get(server.url("/stream")).await.expect("request");
+    assert_eq!(counter.status(), 503, "the counter's streams count too");
+    drop((held, others));
+    let streams = server.state.streams.clone();
+    assert!(eventually(Duration::from_secs(5), || async { streams.open() == 0 }).await);
+}
+
+// 3. A forged cookie can name topic pages, and nothing that costs the hub anything.
+
+#[tokio::test]
+async fn a_page_token_from_a_forged_cookie_names_only_topic_pages_and_compiles_nothing() {
+    let server = start(&[]).await;
+    let forged = sign(
+        "some-other-key-of-at-least-32-bytes-long",
+        Some("at+jwt"),
+        &json!({ "iss": "x", "aud": "y", "exp": later(), "authorization_details": [detail(
+            &["subscribe"],
+            json!((0..20).map(|n| if n % 2 == 0 {
+                json!({ "match": format!("/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fn{n}/:subscriber"), "match_type": "urlpattern" })
+            } else {
+                json!({ "match": format!("https://evil.example/{n}/(a|b)+"), "match_type": "urlpattern" })
+            }).collect::<Vec<_>>()),
+        )] }),
+    );
+    let page = reqwest::Client::new()
+        .get(server.url("/topics/x"))
+        .header("cookie", format!("mercure_access_token={forged}"))
+        .send()
+        .await
+        .expect("page");
+    let token = page_token(&page);
+    let grants = subscribe_grants(&token);
+    let watched = grants
+        .iter()
+        .filter(|g| g.contains("subscriptions/exact"))
+        .count();
+    assert_eq!(
+        watched, 8,
+        "its own topic and seven carried over: {grants:?}"
+    );
+    assert!(grants.iter().all(|g| !g.contains("evil")), "{grants:?}");
+    // Streams with it compile no pattern: watchers' grants are matched by an index.
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(
+            subscribe(
+                &server,
+                &[
+                    ("match", "/topics/x"),
+                    (
+                        "match_urlpattern",
+                        "/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fx/:subscriber",
+                    ),
+                ],
+                Some(&token),
+            )
+            .await,
+        );
+    }
+    subscribers(&server, 5).await;
+    assert_eq!(server.state.hub.base().patterns().total(), 0);
+}
+
+// 4. A member's page resumes from no update a member cannot read.
+
+#[tokio::test]
+async fn a_members_page_names_no_private_update_members_cannot_read() {
+    let server = start(&[]).await;
+    let outside = publish_ok(
+        &server,
+        &[
+            ("topic", "/topics/../secret"),
+            ("data", "s"),
+            ("private", "on"),
+        ],
+    )
+    .await;
+    let page = reqwest::Client::new()
+        .post(server.url("/api/membership"))
+        .header("accept", "application/json")
+        .form(&[("topic", "x"), ("member", "true")])
+        .send()
+        .await
+        .expect("join");
+    let cookie = format!("mercure_access_token={}", page_token(&page));
+    let html = reqwest::Client::new()
+        .get(server.url("/topics/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("You are a member"), "{html}");
+    assert!(
+        !html.contains(&outside),
+        "the page names a private update outside /topics/"
+    );
+}
+
 // 9. Compatibility mode: absent claims pass, wrong ones never.
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::{
+    caps,
     metrics::{StreamMetrics, StreamTracker},
     sink::{Direct, Sink},
     sse::{self, EventBuilder, FieldValue, SseBody},
@@ -87,21 +88,33 @@ pub struct StreamQuery {
 pub enum CounterError {
     #[error("Last-Event-ID must be a whole number from 0 to {count}, got {given:?}")]
     InvalidLastEventId { given: String, count: u32 },
+    #[error("{}", .0.reason())]
+    Refused(caps::Refusal),
 }
 
 impl IntoResponse for CounterError {
     fn into_response(self) -> Response {
-        (StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
+        match self {
+            Self::Refused(refusal) => refusal.into_response(),
+            Self::InvalidLastEventId { .. } => {
+                (StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
+            }
+        }
     }
 }
 
 /// `GET /stream`.
 pub async fn stream(
     State(state): State<AppState>,
+    connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, CounterError> {
     let settings = state.counter.settings;
+    let permit = state
+        .streams
+        .admit(caps::client_ip(connected.as_ref().map(|info| &info.0)))
+        .map_err(CounterError::Refused)?;
     let last_id = headers
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
@@ -128,6 +141,7 @@ pub async fn stream(
         sink: Arc::clone(&sink),
         tracker,
         left: u64::from(settings.count - resume_after) + 1,
+        _permit: permit,
     };
     let body = SseBody::new(events, state.shutdown.clone(), Some(state.keep_alive))
         .with_direct_writes(Arc::clone(&sink));
@@ -144,6 +158,8 @@ struct CounterStream {
     tracker: StreamTracker,
     /// Events still to send, the end event included.
     left: u64,
+    /// Its place under the stream caps.
+    _permit: caps::Permit,
 }
 
 impl CounterStream {

@@ -257,16 +257,20 @@ pub fn extract_token(
 /// must say where it comes from (`Origin`, else `Referer`) and that must be `own_origin`
 /// (the hub's) or one of `allowed` (`*`: any). A request that names neither is refused.
 pub fn cookie_origin_allowed(headers: &HeaderMap, own_origin: &str, allowed: &[String]) -> bool {
-    let origin = headers
+    // `Origin: null` (a sandboxed frame, a redirect across sites) names no origin to
+    // trust, and is no reason to look at the `Referer` instead.
+    let origin_header = headers
         .get(header::ORIGIN)
         .and_then(|value| value.to_str().ok())
-        .filter(|origin| !origin.is_empty() && *origin != "null")
-        .map(str::to_owned)
-        .or_else(|| {
-            let referer = headers.get(header::REFERER)?.to_str().ok()?;
-            let url = url::Url::parse(referer).ok()?;
-            Some(url.origin().ascii_serialization()).filter(|origin| origin != "null")
-        });
+        .filter(|origin| !origin.is_empty());
+    if origin_header == Some("null") {
+        return false;
+    }
+    let origin = origin_header.map(str::to_owned).or_else(|| {
+        let referer = headers.get(header::REFERER)?.to_str().ok()?;
+        let url = url::Url::parse(referer).ok()?;
+        Some(url.origin().ascii_serialization()).filter(|origin| origin != "null")
+    });
     let Some(origin) = origin else {
         return false;
     };
@@ -979,6 +983,10 @@ mod tests {
         assert!(!check(&[]), "neither header: refused");
         assert!(!check(&[("origin", "http://evil.example")]));
         assert!(!check(&[("origin", "null")]));
+        assert!(
+            !check(&[("origin", "null"), ("referer", "https://hub.example.com/")]),
+            "a null Origin is not replaced by the Referer"
+        );
         assert!(!check(&[(
             "referer",
             "http://evil.example/hub.example.com"

@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     broker::BrokerError,
-    conn_limits::AddressKey,
+    caps::AddressKey,
     metrics::StreamTracker,
     sink::Direct,
     sse::{self, SseBody},
@@ -135,6 +135,8 @@ pub enum HubError {
     NoSuchSubscription,
     #[error(transparent)]
     Budget(#[from] super::selector::BudgetError),
+    #[error("{}", .0.reason())]
+    Streams(crate::caps::Refusal),
     #[error("a token from a cookie is only accepted from a page of an allowed origin (the request's Origin, or its Referer when it has no Origin)")]
     CrossSite,
 }
@@ -162,8 +164,12 @@ impl IntoResponse for HubError {
             }
             Self::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::Streams(refusal) => refusal.status(),
             Self::SubscriptionsOff | Self::NoSuchSubscription => StatusCode::NOT_FOUND,
         };
+        if let Self::Streams(refusal) = self {
+            return refusal.into_response();
+        }
         if status.is_server_error() {
             tracing::error!(error = %self, "hub request failed");
         }
@@ -296,6 +302,8 @@ async fn subscribe(
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
     let service = Arc::clone(&state.hub);
+    let peer = crate::caps::client_ip(connected.as_ref().map(|info| &info.0));
+    let permit = state.streams.admit(peer).map_err(HubError::Streams)?;
     let audience = audience(&service, &headers, &uri);
     let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
     let grants = authenticate(&service, &headers, &query, Role::Subscriber, &audience)?;
@@ -308,17 +316,16 @@ async fn subscribe(
     let header_id = headers
         .get(LAST_EVENT_ID)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    // The patterns' cost, against the budgets of one subscription and of its address.
+    let address = AddressKey::of(peer);
     let request = parse_subscribe(
         &query,
         header_id.as_deref(),
         &service.limits,
         service.auth.compat,
         service.base(),
+        service.base().patterns().left_for(address),
     )?;
-    // The patterns' cost, against the budgets of one subscription and of its address.
-    let address = connected.map_or(AddressKey::V4([0; 4]), |Extension(ConnectInfo(peer))| {
-        AddressKey::of(peer.ip())
-    });
     let lease = service.base().lease(address, request.pattern_cost())?;
     let expires_at = grants.as_ref().and_then(|grants| grants.expires_at);
     let spec = SubscriberSpec {
@@ -349,7 +356,7 @@ async fn subscribe(
         tracker,
         Arc::clone(&service),
         announced,
-        lease,
+        (lease, permit),
     );
     let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive))
         .with_direct_writes(Arc::clone(&sink));
@@ -379,8 +386,9 @@ struct HubStream {
     service: Arc<HubService>,
     /// The task announcing the subscriptions, which the `inactive` events wait for.
     announced: Option<JoinHandle<()>>,
-    /// The subscription's share of its address's pattern budget.
-    _lease: Option<PatternLease>,
+    /// The subscription's share of its address's pattern budget, and its place under the
+    /// stream caps.
+    _held: (Option<PatternLease>, crate::caps::Permit),
 }
 
 impl HubStream {
@@ -390,7 +398,7 @@ impl HubStream {
         tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
-        lease: Option<PatternLease>,
+        held: (Option<PatternLease>, crate::caps::Permit),
     ) -> Self {
         // The replay goes first through the queue, shared with the history (the body joins
         // updates into writes of up to 16 KiB, so nothing is copied per subscriber first).
@@ -410,7 +418,7 @@ impl HubStream {
             tracker,
             service,
             announced,
-            _lease: lease,
+            _held: held,
         }
     }
 }

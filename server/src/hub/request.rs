@@ -227,13 +227,15 @@ impl SubscribeRequest {
     }
 }
 
-/// Reads the subscription query (`pairs`) and the `Last-Event-ID` header.
+/// Reads the subscription query (`pairs`) and the `Last-Event-ID` header; its patterns may
+/// cost at most `budget_left` (what the client's address has left).
 pub fn parse_subscribe(
     pairs: &[(String, String)],
     last_event_id_header: Option<&str>,
     limits: &RequestLimits,
     compat: bool,
     base: &MatchBase,
+    budget_left: usize,
 ) -> Result<SubscribeRequest, SubscribeError> {
     let mut named: Vec<(&str, &str)> = pairs
         .iter()
@@ -267,11 +269,15 @@ pub fn parse_subscribe(
         }
         let selector = Selector::for_subscription(kind, value, base)?;
         // Checked as the patterns come, so that one subscription too complex in itself is
-        // told so (`400`) before its patterns could fill the hub's budget (`429`).
+        // told so (`400`) before its patterns could fill the hub's budget (`429`), and an
+        // address that has spent its share costs no more compiling.
         cost += selector.cost();
         let max = base.patterns().budget().per_subscription;
         if cost > max {
             return Err(super::selector::BudgetError::Subscription { cost, max }.into());
+        }
+        if cost > budget_left {
+            return Err(super::selector::BudgetError::Address.into());
         }
         selectors.push(selector);
     }
@@ -463,6 +469,7 @@ mod tests {
             &RequestLimits::default(),
             compat,
             &MatchBase::default(),
+            usize::MAX,
         )
     }
 

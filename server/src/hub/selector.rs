@@ -46,7 +46,7 @@ use urlpattern::{
     RegexSyntax, UrlPattern, UrlPatternInit, UrlPatternOptions,
 };
 
-use crate::{conn_limits::AddressKey, topic_url::TopicUrl, update::Update};
+use crate::{caps::AddressKey, topic_url::TopicUrl, update::Update};
 
 /// The kinds of selector a request or token can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,8 +100,8 @@ pub const MAX_PATTERN_BYTES: usize = 4096;
 
 /// The largest automaton one regular expression of a pattern may compile to.
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
-/// The lazy DFA cache each thread keeps for one regular expression.
-const REGEX_CACHE_BYTES: usize = 64 * 1024;
+/// The most a thread's lazy DFA cache for one regular expression may grow to.
+const REGEX_CACHE_BYTES: usize = 16 * 1024;
 /// What a compiled pattern costs besides its regular expressions: its parsed parts and
 /// their strings (measured at about 2 kB for a short pattern, growing with its length).
 fn base_cost(raw: &str) -> usize {
@@ -139,6 +139,8 @@ impl Default for PatternBudget {
 #[derive(Clone, Debug)]
 pub struct MatchBase {
     url: Url,
+    /// The base's protocol, hostname and port, as URL patterns read them.
+    origin: Arc<TopicUrl>,
     patterns: Arc<PatternCache>,
 }
 
@@ -151,12 +153,29 @@ impl MatchBase {
 
     /// Like [`MatchBase::new`], with `budget` for the patterns.
     pub fn with_budget(resource_identifier: Option<&str>, budget: PatternBudget) -> Self {
+        let url = resource_identifier
+            .and_then(|text| Url::parse(text).ok())
+            .unwrap_or_else(|| FALLBACK_BASE.clone());
         Self {
-            url: resource_identifier
-                .and_then(|text| Url::parse(text).ok())
-                .unwrap_or_else(|| FALLBACK_BASE.clone()),
+            origin: Arc::new(TopicUrl::of(&url)),
+            url,
             patterns: Arc::new(PatternCache::new(budget)),
         }
+    }
+
+    /// The path before `url`'s last segment (up to and with its `/`), when `url` is on the
+    /// hub's origin and that segment is not empty: what a [`Selector::segment_parent`]
+    /// names.
+    pub fn parent_of<'a>(&self, url: &'a TopicUrl) -> Option<&'a str> {
+        let same_origin = [0, 3, 4]
+            .iter()
+            .all(|&part| url.component(part) == self.origin.component(part));
+        if !same_origin {
+            return None;
+        }
+        let path = url.component(5);
+        let (parent, last) = path.split_at(path.rfind('/')? + 1);
+        (!last.is_empty()).then_some(parent)
     }
 
     /// The base URL.
@@ -277,6 +296,18 @@ impl PatternCache {
         self.budget
     }
 
+    /// What a new subscription from `address` may still spend on patterns: the smaller of
+    /// a subscription's budget and what the address has left.
+    pub fn left_for(&self, address: AddressKey) -> usize {
+        if self.budget.per_address == 0 {
+            return self.budget.per_subscription;
+        }
+        let held = self.per_address.lock().get(&address).copied().unwrap_or(0);
+        self.budget
+            .per_subscription
+            .min(self.budget.per_address.saturating_sub(held))
+    }
+
     /// Checks a subscription whose patterns cost `cost` against the budget, and takes its
     /// share of `address`'s; `None` when it has no patterns to pay for.
     pub fn lease(
@@ -324,16 +355,22 @@ impl PatternCache {
         }
         // Compiled outside the lock: it takes up to a millisecond.
         let (form, cost) = compile(kind, raw, base)?;
-        if within_total && self.total() + cost > self.budget.total {
-            return Err(SelectorError::HubFull);
-        }
+        let max = if within_total {
+            self.budget.total
+        } else {
+            usize::MAX
+        };
+        self.total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                total.checked_add(cost).filter(|sum| *sum <= max)
+            })
+            .map_err(|_| SelectorError::HubFull)?;
         let compiled = Arc::new(Shared {
             form,
             cost,
             key: key.clone(),
             cache: Arc::downgrade(self),
         });
-        self.total.fetch_add(cost, Ordering::Relaxed);
         let mut entries = self.entries.lock();
         let raced = entries.get(&key).and_then(Weak::upgrade);
         match raced {
@@ -393,6 +430,10 @@ pub struct Selector {
 enum Compiled {
     Any,
     Exact,
+    /// A relative URL pattern that is a literal path and one `:name` segment at its end
+    /// (`/topics/:name`, a topic page's watchers): topics on the hub's origin whose path
+    /// is the literal, then one non-empty segment. Matched and indexed without compiling.
+    Segment,
     Shared(Arc<Shared>),
 }
 
@@ -448,7 +489,11 @@ impl Selector {
                     if raw.is_empty() {
                         return Err(SelectorError::Empty);
                     }
-                    Compiled::Shared(base.patterns.get(kind, raw, &base.url, within_total)?)
+                    if segment_prefix(raw).is_some() {
+                        Compiled::Segment
+                    } else {
+                        Compiled::Shared(base.patterns.get(kind, raw, &base.url, within_total)?)
+                    }
                 }
                 MatchType::Legacy => match template_regex(raw) {
                     Some(_) => {
@@ -493,7 +538,7 @@ impl Selector {
     pub fn cost(&self) -> usize {
         match &self.compiled {
             Compiled::Shared(shared) => shared.cost,
-            Compiled::Any | Compiled::Exact => 0,
+            Compiled::Any | Compiled::Exact | Compiled::Segment => 0,
         }
     }
 
@@ -507,11 +552,24 @@ impl Selector {
         matches!(self.compiled, Compiled::Exact).then_some(&*self.raw)
     }
 
+    /// The path before the last segment, when this selector matches the topics on the
+    /// hub's origin whose path is that, then one non-empty segment (for indexing: see
+    /// [`MatchBase::parent_of`]).
+    pub fn segment_parent(&self) -> Option<&str> {
+        match self.compiled {
+            Compiled::Segment => segment_prefix(&self.raw),
+            _ => None,
+        }
+    }
+
     /// Whether `topic` is selected.
     pub fn matches(&self, topic: &str, base: &MatchBase) -> bool {
         match &self.compiled {
             Compiled::Any => true,
             Compiled::Exact => *self.raw == *topic,
+            Compiled::Segment => TopicUrl::parse(topic, &base.url).is_some_and(|url| {
+                segment_prefix(&self.raw).is_some_and(|parent| base.parent_of(&url) == Some(parent))
+            }),
             Compiled::Shared(shared) => match &shared.form {
                 Form::Pattern(pattern) => TopicUrl::parse(topic, &base.url)
                     .is_some_and(|url| pattern_matches(pattern, &url)),
@@ -533,6 +591,13 @@ impl Selector {
         match &self.compiled {
             Compiled::Any => true,
             Compiled::Exact => update.topics.iter().any(|topic| **topic == *self.raw),
+            Compiled::Segment => segment_prefix(&self.raw).is_some_and(|parent| {
+                update
+                    .topic_urls(&base.url)
+                    .iter()
+                    .flatten()
+                    .any(|url| base.parent_of(url) == Some(parent))
+            }),
             Compiled::Shared(shared) => match &shared.form {
                 Form::Pattern(pattern) => update
                     .topic_urls(&base.url)
@@ -546,6 +611,61 @@ impl Selector {
             },
         }
     }
+}
+
+/// The literal path before the last segment of `raw` (with its `/`), when `raw` is a
+/// relative URL pattern made of that literal and one `:name` segment: such a pattern
+/// matches exactly the topics on the hub's origin whose path is the literal then one
+/// non-empty segment, whatever their query or fragment. The literal may hold only
+/// characters that URL parsing leaves as they are (no pattern syntax, no dot segments,
+/// `%` only before two hex digits), so that it is the path topics are compared with.
+fn segment_prefix(raw: &str) -> Option<&str> {
+    let (prefix, last) = raw.split_at(raw.rfind('/')? + 1);
+    let name = last.strip_prefix(':')?;
+    let mut chars = name.chars();
+    let name_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if !name_ok || !prefix.starts_with('/') {
+        return None;
+    }
+    let bytes = prefix.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' => {
+                let hex = bytes.get(at + 1..at + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                at += 3;
+                continue;
+            }
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'!'
+            | b'$'
+            | b'&'
+            | b'\''
+            | b','
+            | b';'
+            | b'='
+            | b'@'
+            | b'/' => {}
+            _ => return None,
+        }
+        at += 1;
+    }
+    let dots = prefix
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    (!dots).then_some(prefix)
 }
 
 /// `raw` compiled as a selector of `kind` (a URL pattern or a URI template), and its cost.
@@ -999,15 +1119,69 @@ mod tests {
     }
 
     #[test]
+    fn a_literal_path_and_one_segment_is_matched_without_compiling() {
+        let base = base();
+        for raw in [
+            "/topics/:name",
+            "/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fa/:subscriber",
+            "/:x",
+            "/a-b_c.d~e!$&',;=@/:_1",
+        ] {
+            let selector = Selector::new(MatchType::UrlPattern, raw, &base).expect("valid");
+            assert!(selector.segment_parent().is_some(), "{raw}");
+            assert_eq!(selector.cost(), 0, "{raw}");
+        }
+        assert!(base.patterns().is_empty(), "nothing compiled");
+        for raw in [
+            "https://example.com/topics/:name",
+            "/topics/:name?",
+            "/topics/:name/x",
+            "/topics/*",
+            "/to pics/:name",
+            "/topics/../x/:name",
+            "/topics/%zz/:name",
+            "/topics/(x)/:name",
+            "topics/:name",
+            "/topics/:1name",
+        ] {
+            let selector = Selector::new(MatchType::UrlPattern, raw, &base);
+            assert!(
+                selector.map_or(true, |selector| selector.segment_parent().is_none()),
+                "{raw}"
+            );
+        }
+        let watchers = selector(
+            MatchType::UrlPattern,
+            "/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fa/:subscriber",
+        );
+        assert!(watchers.matches(
+            "/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fa/urn%3Auuid%3A1",
+            &base
+        ));
+        assert!(watchers.matches(
+            "https://mercure.invalid/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fa/x?y#z",
+            &base
+        ));
+        assert!(!watchers.matches(
+            "/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fab/x",
+            &base
+        ));
+        assert!(!watchers.matches(
+            "https://other.example/.well-known/mercure/subscriptions/exact/%2Ftopics%2Fa/x",
+            &base
+        ));
+    }
+
+    #[test]
     fn selectors_with_the_same_pattern_share_one_compiled_form() {
         let base = base();
-        let first = Selector::new(MatchType::UrlPattern, "/a/:x", &base).expect("valid");
+        let first = Selector::new(MatchType::UrlPattern, "/a/*", &base).expect("valid");
         let cost = first.cost();
         assert!(cost > 1000, "{cost}");
-        let second = Selector::new(MatchType::UrlPattern, "/a/:x", &base).expect("valid");
+        let second = Selector::new(MatchType::UrlPattern, "/a/*", &base).expect("valid");
         assert_eq!(base.patterns().len(), 1);
         assert_eq!(base.patterns().total(), cost, "counted once");
-        let other = Selector::new(MatchType::UrlPattern, "/b/:x", &base).expect("valid");
+        let other = Selector::new(MatchType::UrlPattern, "/b/*", &base).expect("valid");
         assert_eq!(base.patterns().len(), 2);
         drop((first, other));
         assert_eq!(base.patterns().total(), cost, "the other user keeps it");
@@ -1063,21 +1237,21 @@ mod tests {
         // The hub's total counts distinct compiled patterns.
         let held: Vec<Selector> = (0..100)
             .map_while(|n| {
-                Selector::for_subscription(MatchType::UrlPattern, &format!("/p{n}/:x"), &base).ok()
+                Selector::for_subscription(MatchType::UrlPattern, &format!("/p{n}/*"), &base).ok()
             })
             .collect();
         assert!(held.len() < 100, "the total stops them");
         assert!(base.patterns().total() <= budget.total);
         assert_eq!(
-            Selector::for_subscription(MatchType::UrlPattern, "/another/:x", &base).err(),
+            Selector::for_subscription(MatchType::UrlPattern, "/another/*", &base).err(),
             Some(SelectorError::HubFull)
         );
         assert!(
-            Selector::for_subscription(MatchType::UrlPattern, "/p0/:x", &base).is_ok(),
+            Selector::for_subscription(MatchType::UrlPattern, "/p0/*", &base).is_ok(),
             "one already compiled costs nothing more"
         );
         assert!(
-            Selector::new(MatchType::UrlPattern, "/granted/:x", &base).is_ok(),
+            Selector::new(MatchType::UrlPattern, "/granted/*", &base).is_ok(),
             "a token's grants are never refused for the total"
         );
     }

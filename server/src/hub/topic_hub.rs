@@ -102,6 +102,9 @@ struct Entry {
     /// The fan-out round that last delivered to it (an update reached through several of its
     /// selectors is sent once).
     round: AtomicU64,
+    /// When its token expires: the fan-out sends it nothing from then on (its stream ends
+    /// then too, but the fan-out may write to its socket before the stream's task wakes).
+    expires: Option<std::time::Instant>,
 }
 
 /// Who is registered, indexed two ways: by what each subscriber selected (for public
@@ -123,6 +126,8 @@ struct Registry {
 #[derive(Default)]
 struct Index {
     exact: HashMap<Box<str>, Vec<usize>>,
+    /// Selectors of one segment under a path ([`Selector::segment_parent`]), by that path.
+    segments: HashMap<Box<str>, Vec<usize>>,
     wildcard: Vec<usize>,
     patterns: HashMap<(super::selector::MatchType, Box<str>), (Selector, Vec<usize>)>,
 }
@@ -134,6 +139,8 @@ impl Index {
                 self.wildcard.push(key);
             } else if let Some(topic) = selector.exact_topic() {
                 self.exact.entry(topic.into()).or_default().push(key);
+            } else if let Some(parent) = selector.segment_parent() {
+                self.segments.entry(parent.into()).or_default().push(key);
             } else {
                 self.patterns
                     .entry((selector.kind(), selector.raw().into()))
@@ -160,6 +167,13 @@ impl Index {
                         self.exact.remove(topic);
                     }
                 }
+            } else if let Some(parent) = selector.segment_parent() {
+                if let Some(keys) = self.segments.get_mut(parent) {
+                    drop_key(keys);
+                    if keys.is_empty() {
+                        self.segments.remove(parent);
+                    }
+                }
             } else {
                 let pattern_key = (selector.kind(), Box::<str>::from(selector.raw()));
                 if let Some((_, keys)) = self.patterns.get_mut(&pattern_key) {
@@ -180,6 +194,14 @@ impl Index {
                 keys.iter().copied().for_each(&mut found);
             }
         }
+        if !self.segments.is_empty() {
+            for url in update.topic_urls(base.url()).iter().flatten() {
+                let keys = base
+                    .parent_of(url)
+                    .and_then(|parent| self.segments.get(parent));
+                keys.into_iter().flatten().copied().for_each(&mut found);
+            }
+        }
         self.wildcard.iter().copied().for_each(&mut found);
         for (selector, keys) in self.patterns.values() {
             if selector.matches_update(update, base) {
@@ -191,7 +213,10 @@ impl Index {
 
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty() && self.patterns.is_empty()
+        self.exact.is_empty()
+            && self.segments.is_empty()
+            && self.wildcard.is_empty()
+            && self.patterns.is_empty()
     }
 }
 
@@ -494,12 +519,21 @@ impl TopicHub {
         // after, without holding up publishers.
         let missed: Vec<Arc<Update>> = log.after(start).into_iter().cloned().collect();
         let notice = self.degraded.lock().clone();
+        let expires = spec
+            .grants
+            .as_ref()
+            .and_then(|grants| grants.expires_at)
+            .map(|at| {
+                let left = (at - super::auth::now_seconds()).clamp(0.0, 1e9);
+                std::time::Instant::now() + std::time::Duration::from_secs_f64(left)
+            });
         let key = self.registry.write().insert(Entry {
             serial,
             spec: Arc::clone(&spec),
             queue: Arc::clone(&queue),
             after,
             round: AtomicU64::new(0),
+            expires,
         });
         drop(log);
         let mut replay: Vec<Arc<Update>> = missed
@@ -613,11 +647,15 @@ async fn fan_out(
             // subscribing and leaving never wait for a fan-out.
             let registry = hub.registry.read();
             let base = &hub.base;
+            let now = std::time::Instant::now();
             let mut select = |key: usize| {
                 let Some(entry) = registry.entries.get(key) else {
                     return;
                 };
-                if entry.round.swap(round, Relaxed) == round || update.position <= entry.after {
+                if entry.round.swap(round, Relaxed) == round
+                    || update.position <= entry.after
+                    || entry.expires.is_some_and(|at| now >= at)
+                {
                     return;
                 }
                 targets.push((key, entry.serial, Arc::clone(&entry.queue)));
@@ -916,6 +954,31 @@ mod tests {
         assert_eq!(next_id(&mut allowed).await, "secret");
         assert_eq!(next_id(&mut allowed).await, "public");
         assert_eq!(next_id(&mut anonymous).await, "public");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_whose_token_expired_gets_nothing_more() {
+        let hub = hub(10, 10);
+        let mut expired_spec = spec(&[(MatchType::Exact, "/a")]);
+        expired_spec.grants = Some(Arc::new(Grants {
+            subscribe: vec![super::super::auth::SubscribeGrant {
+                selectors: vec![Selector::exact("/a")],
+                payload: None,
+            }],
+            expires_at: Some(super::super::auth::now_seconds() - 1.0),
+            ..Grants::default()
+        }));
+        let expired = hub.subscribe(expired_spec, &Cursor::Live);
+        let mut live = hub.subscribe(spec(&[(MatchType::Exact, "/a")]), &Cursor::Live);
+        let mut secret = update("secret", "/a");
+        secret.private = true;
+        hub.publish(secret).expect("valid");
+        hub.publish(update("public", "/a")).expect("valid");
+        assert_eq!(next_id(&mut live).await, "public");
+        assert!(
+            expired.queue.try_recv().is_none(),
+            "not even the public one"
+        );
     }
 
     #[tokio::test]

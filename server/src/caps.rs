@@ -1,10 +1,12 @@
-//! How many connections the server holds: in all, and from one client address.
+//! Caps on what clients hold, in all and from one client address: connections, and event
+//! streams (which HTTP/2 multiplexes, up to 128 on one connection).
 //!
-//! Every accepted connection takes a [`Permit`] before anything else happens to it, and
-//! gives it back when it closes. Past the total, the process would run out of file
-//! descriptors (and then fail to open anything at all: a static file, a Redis connection);
-//! past the per-address cap, one client would crowd out everyone else. A connection that
-//! gets no permit is answered at once and closed (see [`Refusal::response`]).
+//! Every accepted connection (and every event stream) takes a [`Permit`] before anything
+//! else happens to it, and gives it back when it ends. Past the total, the process would
+//! run out of file descriptors or memory (and then fail to open anything at all: a static
+//! file, a Redis connection); past the per-address cap, one client would crowd out everyone
+//! else. A connection that gets no permit is answered at once and closed (see
+//! [`Refusal::response`]); a stream that gets none is answered `503` or `429`.
 //!
 //! Addresses are grouped the way networks hand them out: an IPv4 address is one client, an
 //! IPv6 client usually holds a whole /64, so its /64 counts as one address (an IPv4-mapped
@@ -25,9 +27,9 @@ use parking_lot::Mutex;
 /// connection: the listener, Redis, static files, logs.
 pub const FD_RESERVE: u64 = 64;
 
-/// The connection caps and the counts they are checked against.
+/// A cap in all and per client address, and the counts it is checked against.
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub struct Caps {
     max_total: usize,
     /// `0`: no cap per address.
     max_per_address: usize,
@@ -60,7 +62,7 @@ fn prefix_64(ip: Ipv6Addr) -> u64 {
     (u128::from(ip) >> 64) as u64
 }
 
-/// Why a connection was not taken.
+/// Why a connection (or a stream) was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The server holds as many connections as it may.
@@ -79,6 +81,14 @@ impl Refusal {
         }
     }
 
+    /// The status an event stream that gets no place is answered with.
+    pub fn status(self) -> axum::http::StatusCode {
+        match self {
+            Self::Full => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::AddressFull => axum::http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
     /// What the log says.
     pub fn reason(self) -> &'static str {
         match self {
@@ -88,10 +98,34 @@ impl Refusal {
     }
 }
 
-/// One connection's place; dropping it frees the place.
+impl axum::response::IntoResponse for Refusal {
+    /// The answer to an event stream that gets no place: `503` or `429`, to retry later.
+    fn into_response(self) -> axum::response::Response {
+        let reason = match self {
+            Self::Full => "the server holds all the event streams it may\n",
+            Self::AddressFull => "this address holds all the event streams it may\n",
+        };
+        (
+            self.status(),
+            [(axum::http::header::RETRY_AFTER, "10")],
+            reason,
+        )
+            .into_response()
+    }
+}
+
+/// The client address of a request, as both of the server's paths record it; the
+/// unspecified address when there is none (a request made in a test without a socket).
+pub fn client_ip(connected: Option<&axum::extract::ConnectInfo<std::net::SocketAddr>>) -> IpAddr {
+    connected.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| {
+        info.0.ip()
+    })
+}
+
+/// One connection's (or stream's) place; dropping it frees the place.
 #[derive(Debug)]
 pub struct Permit {
-    limits: Arc<ConnectionLimits>,
+    limits: Arc<Caps>,
     key: Option<AddressKey>,
 }
 
@@ -110,9 +144,9 @@ impl Drop for Permit {
     }
 }
 
-impl ConnectionLimits {
-    /// At most `max_total` connections, `max_per_address` of them from one address (`0`:
-    /// no cap per address).
+impl Caps {
+    /// At most `max_total` in all, `max_per_address` of them from one address (`0`: no cap
+    /// per address).
     pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total: max_total.max(1),
@@ -122,7 +156,7 @@ impl ConnectionLimits {
         })
     }
 
-    /// A place for a connection from `ip`, if one is free.
+    /// A place for `ip`, if one is free.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
         let taken = self.open.fetch_add(1, Ordering::AcqRel);
         if taken >= self.max_total {
@@ -147,12 +181,12 @@ impl ConnectionLimits {
         Ok(permit)
     }
 
-    /// Connections held now.
+    /// Places held now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
-    /// The most connections the server holds.
+    /// The most places there are.
     pub fn max_total(&self) -> usize {
         self.max_total
     }
@@ -185,7 +219,7 @@ mod tests {
 
     #[test]
     fn one_address_cannot_take_every_place() {
-        let limits = ConnectionLimits::new(10, 3);
+        let limits = Caps::new(10, 3);
         let held: Vec<Permit> = (0..3)
             .map(|_| limits.admit(ip("10.0.0.1")).expect("free"))
             .collect();
@@ -204,7 +238,7 @@ mod tests {
 
     #[test]
     fn the_total_holds_whatever_the_addresses() {
-        let limits = ConnectionLimits::new(2, 0);
+        let limits = Caps::new(2, 0);
         let _a = limits.admit(ip("10.0.0.1")).expect("free");
         let _b = limits.admit(ip("10.0.0.2")).expect("free");
         assert_eq!(limits.admit(ip("10.0.0.3")).err(), Some(Refusal::Full));

@@ -292,7 +292,10 @@ async fn slow_readers(cli: &Cli) -> Result<(), String> {
         "- with the slow readers: RSS peak {peak:.1} MiB, {end:.1} MiB at the end: {:+.1} MiB over the flow alone",
         peak - baseline
     );
-    println!("- slow readers cut off by the server: {cut} of {}", waves.len());
+    println!(
+        "- slow readers cut off by the server: {cut} of {}",
+        waves.len()
+    );
     Ok(())
 }
 

@@ -114,6 +114,20 @@ impl axum::response::IntoResponse for Refusal {
     }
 }
 
+/// A place under `streams` for an event stream on a connection of `version` from `ip`:
+/// HTTP/2 multiplexes streams, so each takes one; an HTTP/1.1 stream is its connection, which
+/// already holds a place under the connection caps (`None`: nothing more to take).
+pub fn admit_stream(
+    streams: &Arc<Caps>,
+    version: axum::http::Version,
+    ip: IpAddr,
+) -> Result<Option<Permit>, Refusal> {
+    if version < axum::http::Version::HTTP_2 {
+        return Ok(None);
+    }
+    streams.admit(ip).map(Some)
+}
+
 /// The client address of a request, as both of the server's paths record it; the
 /// unspecified address when there is none (a request made in a test without a socket).
 pub fn client_ip(connected: Option<&axum::extract::ConnectInfo<std::net::SocketAddr>>) -> IpAddr {

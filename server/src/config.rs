@@ -120,13 +120,14 @@ pub struct Config {
     #[arg(long, env = "PULSE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: u32,
 
-    /// Most event streams (hub subscriptions and `/stream`s) open at once; more are
-    /// answered `503`.
+    /// Most event streams (hub subscriptions and `/stream`s) open at once over HTTP/2, which
+    /// carries up to 128 on one connection; more are answered `503`. (An HTTP/1.1 stream is
+    /// its connection, which `--max-connections` counts.)
     #[arg(long, env = "PULSE_MAX_STREAMS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
 
-    /// Most event streams one client address (an IPv6 /64) holds at once, over however many
-    /// connections (HTTP/2 carries up to 128 on one); more are answered `429`. `0`: no cap.
+    /// Most event streams over HTTP/2 one client address (an IPv6 /64) holds at once, over
+    /// however many connections; more are answered `429`. `0`: no cap.
     #[arg(long, env = "PULSE_MAX_STREAMS_PER_IP", default_value_t = 2000)]
     pub max_streams_per_ip: u32,
 

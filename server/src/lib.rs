@@ -60,8 +60,9 @@ pub struct AppState {
     pub compression: bool,
     /// The Mercure hub.
     pub hub: Arc<HubService>,
-    /// How many event streams (the hub's and `/stream`'s) are open, in all and per client
-    /// address: HTTP/2 carries many on one connection.
+    /// How many event streams (the hub's and `/stream`'s) HTTP/2 carries, in all and per
+    /// client address: it carries many on one connection (an HTTP/1.1 stream is its
+    /// connection, which the connection caps count).
     pub streams: Arc<caps::Caps>,
 }
 
@@ -162,18 +163,20 @@ pub fn app(state: AppState) -> Router {
     } else {
         pages
     };
-    let pages = pages.layer(telemetry::trace_layer());
+    // A panic while rendering a page (the renderer is the biggest body of code a request
+    // reaches) becomes a `500` answer instead of a dropped connection.
+    let pages = pages
+        .layer(CatchPanicLayer::custom(handler_panicked))
+        .layer(telemetry::trace_layer());
     // Streams stay outside the page layers: no time limit, no compression, no request span
     // kept for the stream's lifetime; each layer would also make every open stream's
     // response body larger.
-    // Every request passes the guard first (methods, targets, Host), then a panic in any
-    // handler becomes a `500` answer instead of a dropped connection.
+    // Every request passes the guard first: methods, targets, Host.
     Router::new()
         .route("/stream", get(counter::stream))
         .merge(hub::http::router(&state.hub, state.request_timeout))
         .merge(pages)
         .with_state(state)
-        .layer(CatchPanicLayer::custom(handler_panicked))
         .layer(request_guard::RequestGuardLayer)
 }
 

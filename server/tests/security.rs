@@ -529,20 +529,36 @@ async fn one_address_cannot_hold_unbounded_streams_over_one_http2_connection() {
     // Other addresses share what is left of the process's cap.
     let mut others = Vec::new();
     for n in 0..4u8 {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .local_address(std::net::IpAddr::from([127, 0, 5, n + 1]))
+            .build()
+            .expect("client");
         others.push(
-            subscribe_from(
-                &server,
-                [127, 0, 5, n + 1],
-                &[("match".to_owned(), "/h2".to_owned())],
-            )
-            .await,
+            client
+                .get(format!("{}?match=%2Fh2", server.url(HUB)))
+                .send()
+                .await
+                .expect("request"),
         );
     }
     let statuses: Vec<u16> = others.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses, [200, 200, 200, 503], "eight in all");
-    let counter = reqwest::get(server.url("/stream")).await.expect("request");
+    let counter = client
+        .get(server.url("/stream"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(counter.status(), 503, "the counter's streams count too");
-    drop((held, others));
+    // An HTTP/1.1 stream is its connection, which the connection caps count instead.
+    let plain = subscribe_from(
+        &server,
+        [127, 0, 6, 1],
+        &[("match".to_owned(), "/h2".to_owned())],
+    )
+    .await;
+    assert_eq!(plain.status(), 200);
+    drop((held, others, plain));
     let streams = server.state.streams.clone();
     assert!(eventually(Duration::from_secs(5), || async { streams.open() == 0 }).await);
 }

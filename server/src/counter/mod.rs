@@ -107,14 +107,17 @@ impl IntoResponse for CounterError {
 pub async fn stream(
     State(state): State<AppState>,
     connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    version: axum::http::Version,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, CounterError> {
     let settings = state.counter.settings;
-    let permit = state
-        .streams
-        .admit(caps::client_ip(connected.as_ref().map(|info| &info.0)))
-        .map_err(CounterError::Refused)?;
+    let permit = caps::admit_stream(
+        &state.streams,
+        version,
+        caps::client_ip(connected.as_ref().map(|info| &info.0)),
+    )
+    .map_err(CounterError::Refused)?;
     let last_id = headers
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
@@ -158,8 +161,8 @@ struct CounterStream {
     tracker: StreamTracker,
     /// Events still to send, the end event included.
     left: u64,
-    /// Its place under the stream caps.
-    _permit: caps::Permit,
+    /// Its place under the stream caps (over HTTP/2).
+    _permit: Option<caps::Permit>,
 }
 
 impl CounterStream {

@@ -298,12 +298,14 @@ async fn publish(
 async fn subscribe(
     State(state): State<AppState>,
     connected: Option<Extension<ConnectInfo<SocketAddr>>>,
+    version: axum::http::Version,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
     let service = Arc::clone(&state.hub);
     let peer = crate::caps::client_ip(connected.as_ref().map(|info| &info.0));
-    let permit = state.streams.admit(peer).map_err(HubError::Streams)?;
+    let permit =
+        crate::caps::admit_stream(&state.streams, version, peer).map_err(HubError::Streams)?;
     let audience = audience(&service, &headers, &uri);
     let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
     let grants = authenticate(&service, &headers, &query, Role::Subscriber, &audience)?;
@@ -388,7 +390,7 @@ struct HubStream {
     announced: Option<JoinHandle<()>>,
     /// The subscription's share of its address's pattern budget, and its place under the
     /// stream caps.
-    _held: (Option<PatternLease>, crate::caps::Permit),
+    _held: (Option<PatternLease>, Option<crate::caps::Permit>),
 }
 
 impl HubStream {
@@ -398,7 +400,7 @@ impl HubStream {
         tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
-        held: (Option<PatternLease>, crate::caps::Permit),
+        held: (Option<PatternLease>, Option<crate::caps::Permit>),
     ) -> Self {
         // The replay goes first through the queue, shared with the history (the body joins
         // updates into writes of up to 16 KiB, so nothing is copied per subscriber first).

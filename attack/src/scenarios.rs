@@ -360,7 +360,7 @@ async fn connections(cli: &Cli) -> Result<(), String> {
         4500,
         opened.as_secs_f64()
     );
-    if closed_by.len() > 0 {
+    if !closed_by.is_empty() {
         println!(
             "- the others closed by {:.1} s after the first opened (header timeout 3 s, counted from each connection)",
             closed_by.max() as f64 / 1000.0

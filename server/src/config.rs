@@ -7,6 +7,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use crate::hub::{
+    request::RequestLimits,
+    selector::PatternBudget,
+    service::{BrokerSettings, HubSettings},
+};
+
 /// Settings for the Pulse server.
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -332,11 +338,58 @@ pub struct HubArgs {
     pub composer_burst: u32,
 }
 
-/// Where the hub keeps updates.
+/// Where the hub keeps updates, as the command line names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerUrl {
     Memory,
     Redis(String),
+}
+
+impl HubArgs {
+    /// The hub's settings these flags say, for a server that speaks TLS when `tls` and
+    /// whose stall timeout is `stall_timeout`.
+    pub fn settings(&self, tls: bool, stall_timeout: Duration) -> HubSettings {
+        let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        HubSettings {
+            broker: match &self.broker {
+                BrokerUrl::Memory => BrokerSettings::Memory,
+                BrokerUrl::Redis(url) => BrokerSettings::Redis {
+                    url: url.clone(),
+                    prefix: self.redis_prefix.clone(),
+                },
+            },
+            publisher_jwt_key: self.publisher_jwt_key.clone(),
+            publisher_jwt_alg: self.publisher_jwt_alg.clone(),
+            subscriber_jwt_key: self.subscriber_jwt_key.clone(),
+            subscriber_jwt_alg: self.subscriber_jwt_alg.clone(),
+            trusted_issuers: self.trusted_issuers.clone(),
+            resource_identifier: self.resource_identifier.clone(),
+            anonymous: self.anonymous,
+            compat: self.protocol_version_compatibility.is_some(),
+            subscriptions: self.subscriptions,
+            cors_origins: self.cors_origins.clone(),
+            publish_origins: self.publish_origins.clone(),
+            cookie_name: self.cookie_name.clone(),
+            history_size: self.history_size as usize,
+            limits: RequestLimits {
+                max_update_bytes: self.max_update_bytes as usize,
+                max_topics: self.max_topics as usize,
+                max_matchers: self.max_matchers as usize,
+            },
+            subscriber_queue: self.subscriber_queue as usize,
+            subscriber_queue_bytes: self.subscriber_queue_bytes as usize,
+            queued_bytes_total: size(self.queued_bytes_total),
+            stall_timeout,
+            pattern_budget: PatternBudget {
+                per_subscription: size(self.pattern_budget),
+                per_address: size(self.pattern_budget_per_ip),
+                total: size(self.pattern_budget_total),
+            },
+            composer_rate: self.composer_rate,
+            composer_burst: self.composer_burst,
+            tls,
+        }
+    }
 }
 
 fn parse_broker(text: &str) -> Result<BrokerUrl, String> {

@@ -2,24 +2,16 @@
 //! library so that tests can start the real router on an ephemeral port.
 
 pub mod broker;
-pub mod caps;
 pub mod config;
 pub mod counter;
-pub mod head_guard;
 pub mod hub;
 pub mod metrics;
-pub mod request_guard;
-pub mod serve;
-pub mod shutdown;
-pub mod sink;
-pub mod sse;
-pub mod stream_conn;
+pub mod net;
+pub mod stream;
 pub mod telemetry;
-pub mod ticks;
-pub mod tls;
-pub mod topic_url;
 pub mod topics;
 pub mod update;
+pub mod wire;
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,9 +28,11 @@ use tower_http::{
 use crate::{
     config::Config,
     counter::{Counter, CounterSettings},
-    hub::{HubConfigError, HubService},
+    hub::service::{HubConfigError, HubService},
     metrics::Metrics,
-    serve::{serve, ServeOptions},
+    net::serve::{serve, ServeOptions},
+    net::{caps, request_guard, tls},
+    stream::shutdown,
 };
 
 /// What every handler can reach.
@@ -72,9 +66,9 @@ impl AppState {
     pub fn new(config: &Config, shutdown: CancellationToken) -> Result<Self, HubConfigError> {
         let metrics = Arc::new(Metrics::default());
         let hub = HubService::new(
-            &config.hub,
-            config.tls_cert.is_some(),
-            config.stall_timeout,
+            &config
+                .hub
+                .settings(config.tls_cert.is_some(), config.stall_timeout),
             shutdown.clone(),
             Arc::clone(&metrics.hub),
         )?;
@@ -268,7 +262,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
 /// Prints the token `args` asks for (the `token` subcommand).
 pub fn print_token(config: &Config, args: &config::TokenArgs) -> Result<(), StartError> {
-    let auth = hub::auth_settings(&config.hub, config.tls_cert.is_some())?;
+    let settings = config
+        .hub
+        .settings(config.tls_cert.is_some(), config.stall_timeout);
+    let auth = hub::service::auth_settings(&settings)?;
     let role = if args.publish.is_empty() {
         hub::auth::Role::Subscriber
     } else {
@@ -302,7 +299,7 @@ pub fn print_token(config: &Config, args: &config::TokenArgs) -> Result<(), Star
         .audience
         .clone()
         .or_else(|| config.hub.resource_identifier.clone())
-        .unwrap_or_else(|| format!("{scheme}://{}{}", config.addr, hub::HUB_PATH));
+        .unwrap_or_else(|| format!("{scheme}://{}{}", config.addr, hub::names::HUB_PATH));
     let request = hub::auth::TokenRequest {
         publish: args.publish.clone(),
         subscribe: args.subscribe.clone(),

@@ -38,7 +38,8 @@ pub fn init(config: &Config) -> Result<(), TelemetryError> {
 /// end (at debug level) instead.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let path = request.uri().path();
-    if request.method() == http::Method::GET && (path == "/stream" || path == crate::hub::HUB_PATH)
+    if request.method() == http::Method::GET
+        && (path == "/stream" || path == crate::hub::names::HUB_PATH)
     {
         return tracing::Span::none();
     }

@@ -10,14 +10,13 @@ use app::{
 use http::request::Parts;
 
 use crate::{
-    broker::Broker,
     hub::{
         auth::{self, Role, TokenRequest},
-        new_update_id,
+        core::HEALTH_TOPIC,
+        names::new_update_id,
         selector::{MatchType, Selector},
+        service::{HubService, PAGE_TOKEN_LIFETIME},
         text::{escape_segment, unescape_segment},
-        topic_hub::HEALTH_TOPIC,
-        HubService, PAGE_TOKEN_LIFETIME,
     },
     update::{NewUpdate, Update},
 };
@@ -66,29 +65,6 @@ fn presence_topic(selector: &str) -> Option<String> {
 /// The hub, as the pages use it.
 pub struct HubBackend(pub Arc<HubService>);
 
-impl HubBackend {
-    /// The subscribers of this instance that watch `topic` (subscribed to it exactly).
-    fn local_watchers(&self, topic: &str) -> Vec<String> {
-        let mut watchers: Vec<String> = self
-            .0
-            .hub
-            .subscribers()
-            .into_iter()
-            .filter(|active| {
-                active
-                    .spec
-                    .selectors
-                    .iter()
-                    .any(|s| s.exact_topic() == Some(topic))
-            })
-            .map(|active| active.spec.id.clone())
-            .collect();
-        watchers.sort();
-        watchers.dedup();
-        watchers
-    }
-}
-
 impl TopicBackend for HubBackend {
     fn snapshot(&self, topic: &str, limit: usize, member: bool) -> TopicView {
         let hub = &self.0.hub;
@@ -125,18 +101,16 @@ impl TopicBackend for HubBackend {
         TopicView {
             messages,
             older: u32::try_from(older).unwrap_or(u32::MAX),
-            watchers: self.local_watchers(topic),
+            watchers: self.0.local_watchers(topic),
             cursor,
         }
     }
 
     fn watchers(&self, topic: &str) -> Option<Vec<String>> {
-        // With Redis, this instance knows only its own subscribers; the others' reach pages
-        // as subscription events, and a list of this instance's would drop them.
-        match self.0.broker {
-            Broker::Memory(_) => Some(self.local_watchers(topic)),
-            Broker::Redis(_) => None,
-        }
+        // Known only when the broker's presence knows every instance's subscribers (with
+        // Redis, the others' reach pages as subscription events, and a list of this
+        // instance's alone would drop them).
+        self.0.watchers(topic)
     }
 
     fn topics(&self, limit: usize) -> Vec<TopicSummary> {

@@ -28,10 +28,8 @@ use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, Value};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    hub::topic_hub::TopicHub,
-    update::{NewUpdate, Position},
-};
+use super::{BoxFuture, Broker, BrokerError, Delivery, Presence, PresenceEntry};
+use crate::update::{self, NewUpdate, Position};
 
 /// How long one `XREAD` waits for new entries.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -93,7 +91,7 @@ pub struct RedisBroker {
     outages: AtomicU64,
     /// Whether the reader has tried once to load the history.
     loaded: watch::Sender<bool>,
-    hub: Arc<TopicHub>,
+    hub: Arc<dyn Delivery>,
 }
 
 impl RedisBroker {
@@ -103,7 +101,7 @@ impl RedisBroker {
         url: &str,
         prefix: &str,
         history_size: usize,
-        hub: Arc<TopicHub>,
+        hub: Arc<dyn Delivery>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RedisError> {
         let client = Client::open(url).map_err(|error| RedisError::Url {
@@ -152,7 +150,7 @@ impl RedisBroker {
             } else {
                 tracing::warn!("Redis is unreachable; publishing answers 503 until it returns");
             }
-            self.hub.set_degraded(!healthy);
+            self.hub.health(healthy);
         }
     }
 
@@ -167,7 +165,7 @@ impl RedisBroker {
     }
 
     /// Stores `update`; returns once Redis has it.
-    pub async fn publish(&self, update: &NewUpdate) -> Result<(), RedisError> {
+    pub async fn store(&self, update: &NewUpdate) -> Result<(), RedisError> {
         let (key, other) = if is_presence(update) {
             (&self.presence_key, &self.updates_key)
         } else {
@@ -240,6 +238,49 @@ impl RedisBroker {
     }
 }
 
+impl From<RedisError> for BrokerError {
+    fn from(error: RedisError) -> Self {
+        let store = "Redis";
+        match error {
+            RedisError::Refused(reason) => Self::Refused { store, reason },
+            RedisError::Unavailable(reason) => Self::Unavailable { store, reason },
+            RedisError::Url { url, reason } => Self::Unavailable {
+                store,
+                reason: format!("invalid URL {url:?}: {reason}"),
+            },
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, update: NewUpdate) -> BoxFuture<'_, Result<String, BrokerError>> {
+        Box::pin(async move {
+            self.store(&update).await?;
+            Ok(update.id)
+        })
+    }
+
+    fn history_loaded(&self) -> BoxFuture<'_, ()> {
+        Box::pin(RedisBroker::history_loaded(self))
+    }
+
+    fn is_healthy(&self) -> bool {
+        RedisBroker::is_healthy(self)
+    }
+
+    fn presence(&self) -> &dyn Presence {
+        self
+    }
+}
+
+/// Each instance knows only its own subscribers: the others' reach pages as subscription
+/// events, and a list of this instance's alone would drop them.
+impl Presence for RedisBroker {
+    fn hub_wide(&self, _local: Vec<PresenceEntry>) -> Option<Vec<PresenceEntry>> {
+        None
+    }
+}
+
 /// Whether `error` is Redis refusing a command it received (an error reply, such as `OOM`,
 /// `READONLY` or `NOPERM`), rather than Redis being unreachable or not ready (still loading
 /// its data, no primary, a cluster that is down).
@@ -260,7 +301,7 @@ fn is_refusal(error: &redis::RedisError) -> bool {
 }
 
 fn is_presence(update: &NewUpdate) -> bool {
-    crate::hub::subscriptions::is_event(&update.topics)
+    update::is_subscription_event(&update.topics)
 }
 
 /// Where the reader is in each stream.
@@ -451,7 +492,7 @@ fn ingest(broker: &RedisBroker, entry_id: &str, fields: Vec<(String, String)>) {
         tracing::warn!(entry_id, "skipping a Redis entry that is not an update");
         return;
     };
-    if let Err(error) = broker.hub.ingest(update, position) {
+    if let Err(error) = broker.hub.deliver(update, position) {
         tracing::warn!(entry_id, %error, "skipping an update that cannot be encoded");
     }
 }

@@ -4,7 +4,7 @@
 //! write from that task: besides the write itself, most of the job's CPU. Here one task
 //! keeps every stream's next due time. When a step of the grid comes, it hands the events
 //! of the streams due then to their [`Sink`]s, which write them straight to the sockets
-//! (see [`crate::sink`]); the streams' own tasks stay asleep. Each event is encoded once
+//! (see [`crate::stream::sink`]); the streams' own tasks stay asleep. Each event is encoded once
 //! and shared by every stream that sends it.
 //!
 //! Timing: a stream's first event goes out when it opens, then one every `interval`,
@@ -25,8 +25,10 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{end_event, message, CounterSettings};
 use crate::{
     metrics::StreamMetrics,
-    sink::{Delivery, Sink},
-    ticks::round_up,
+    stream::{
+        sink::{Delivery, Sink},
+        ticks::round_up,
+    },
     update::Update,
 };
 

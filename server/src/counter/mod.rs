@@ -26,11 +26,14 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::{
-    caps,
     metrics::{StreamMetrics, StreamTracker},
-    sink::{Direct, Sink},
-    sse::{self, EventBuilder, FieldValue, SseBody},
+    net::caps,
+    stream::{
+        body::{self as sse, SseBody},
+        sink::{Direct, Sink},
+    },
     update::Update,
+    wire::sse::{EventBuilder, FieldValue},
     AppState,
 };
 use clock::Clock;

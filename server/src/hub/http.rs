@@ -27,20 +27,22 @@ use tower_http::{
 
 use super::{
     auth::{self, AuthError, Grants, Role},
-    new_subscriber_id, new_update_id,
+    core::{Cursor, CursorFound, SubscriberSpec, Subscription},
+    names::{new_subscriber_id, new_update_id, HUB_PATH},
     request::{parse_publish, parse_subscribe, PublishError, SubscribeError},
     selector::{BudgetError, MatchType, PatternLease, SelectorError},
+    service::HubService,
     subscriptions::{document, CollectionDoc, SUBSCRIPTIONS_PATH},
     text::{parse_form, FormError},
-    topic_hub::{Cursor, CursorFound, SubscriberSpec, Subscription},
-    HubService, HUB_PATH,
 };
 use crate::{
     broker::BrokerError,
-    caps::AddressKey,
     metrics::StreamTracker,
-    sink::Direct,
-    sse::{self, SseBody},
+    net::caps::AddressKey,
+    stream::{
+        body::{self as sse, SseBody},
+        sink::Direct,
+    },
     AppState,
 };
 
@@ -136,7 +138,7 @@ pub enum HubError {
     #[error(transparent)]
     Budget(#[from] super::selector::BudgetError),
     #[error("{}", .0.reason())]
-    Streams(crate::caps::Refusal),
+    Streams(crate::net::caps::Refusal),
     #[error("a token from a cookie is only accepted from a page of an allowed origin (the request's Origin, or its Referer when it has no Origin)")]
     CrossSite,
 }
@@ -303,9 +305,9 @@ async fn subscribe(
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
     let service = Arc::clone(&state.hub);
-    let peer = crate::caps::client_ip(connected.as_ref().map(|info| &info.0));
+    let peer = crate::net::caps::client_ip(connected.as_ref().map(|info| &info.0));
     let permit =
-        crate::caps::admit_stream(&state.streams, version, peer).map_err(HubError::Streams)?;
+        crate::net::caps::admit_stream(&state.streams, version, peer).map_err(HubError::Streams)?;
     let audience = audience(&service, &headers, &uri);
     let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
     let grants = authenticate(&service, &headers, &query, Role::Subscriber, &audience)?;
@@ -390,7 +392,7 @@ struct HubStream {
     announced: Option<JoinHandle<()>>,
     /// The subscription's share of its address's pattern budget, and its place under the
     /// stream caps.
-    _held: (Option<PatternLease>, Option<crate::caps::Permit>),
+    _held: (Option<PatternLease>, Option<crate::net::caps::Permit>),
 }
 
 impl HubStream {
@@ -400,7 +402,7 @@ impl HubStream {
         tracker: StreamTracker,
         service: Arc<HubService>,
         announced: Option<JoinHandle<()>>,
-        held: (Option<PatternLease>, Option<crate::caps::Permit>),
+        held: (Option<PatternLease>, Option<crate::net::caps::Permit>),
     ) -> Self {
         // The replay goes first through the queue, shared with the history (the body joins
         // updates into writes of up to 16 KiB, so nothing is copied per subscriber first).

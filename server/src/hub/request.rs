@@ -3,9 +3,9 @@
 //! Pure functions over already-decoded pairs, so every rule is unit-tested without HTTP.
 
 use super::{
+    core::Cursor,
     selector::{MatchBase, MatchType, Selector, SelectorError, MAX_PATTERN_BYTES},
     text::is_protocol_string,
-    topic_hub::Cursor,
 };
 use crate::update::NewUpdate;
 

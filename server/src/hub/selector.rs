@@ -46,7 +46,10 @@ use urlpattern::{
     RegexSyntax, UrlPattern, UrlPatternInit, UrlPatternOptions,
 };
 
-use crate::{caps::AddressKey, topic_url::TopicUrl, update::Update};
+use crate::{
+    net::caps::AddressKey,
+    update::{TopicUrl, Update},
+};
 
 /// The kinds of selector a request or token can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -704,7 +707,7 @@ fn compile_pattern(raw: &str, base: &Url) -> Result<UrlPattern<LazyRegex>, Selec
     UrlPattern::parse(init, UrlPatternOptions::default()).map_err(|_| SelectorError::InvalidPattern)
 }
 
-/// The matchers of `pattern`'s eight components, in [`crate::topic_url::COMPONENTS`] order.
+/// The matchers of `pattern`'s eight components, in [`crate::update::topic_url::COMPONENTS`] order.
 fn components(pattern: &UrlPattern<LazyRegex>) -> [&Matcher<LazyRegex>; 8] {
     [
         &pattern.protocol.matcher,

@@ -10,22 +10,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
+    core::SubscriberSpec,
     selector::{MatchBase, MatchType, Selector},
     text::escape_segment,
-    topic_hub::SubscriberSpec,
 };
 use crate::update::NewUpdate;
 
-/// The path under which subscriptions live.
-pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
-
-/// Whether an update with these topics is one of the hub's subscription events (its
-/// canonical topic, the first, is under [`SUBSCRIPTIONS_PATH`]).
-pub fn is_event(topics: &[impl AsRef<str>]) -> bool {
-    topics
-        .first()
-        .is_some_and(|topic| topic.as_ref().starts_with(SUBSCRIPTIONS_PATH))
-}
+pub use crate::update::SUBSCRIPTIONS_PATH;
 
 /// One subscription as JSON, in the specification's key order.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use clap::Parser;
 use server::{
     config::Config,
-    serve::{serve, ServeOptions},
+    net::serve::{serve, ServeOptions},
     AppState,
 };
 use tokio::{net::TcpListener, task::JoinHandle};

@@ -9,11 +9,27 @@ use std::{cmp::Ordering, fmt, sync::Arc};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{
-    sink::chunk_header,
+use crate::wire::{
+    chunk::chunk_header,
     sse::{EventBuilder, FieldValue},
-    topic_url::TopicUrl,
 };
+
+pub use topic_url::TopicUrl;
+
+pub mod topic_url;
+
+/// The path under which the hub's subscription events live (their topics are
+/// `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`).
+pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
+
+/// Whether an update with these topics is one of the hub's subscription events (its
+/// canonical topic, the first, is under [`SUBSCRIPTIONS_PATH`]): the history keeps those
+/// apart, so that a crowd connecting cannot push ordinary updates out.
+pub fn is_subscription_event(topics: &[impl AsRef<str>]) -> bool {
+    topics
+        .first()
+        .is_some_and(|topic| topic.as_ref().starts_with(SUBSCRIPTIONS_PATH))
+}
 
 /// Where an update sits in the hub's log: updates are delivered and replayed in this order.
 ///
@@ -79,7 +95,7 @@ pub struct Update {
     /// `wire` as one HTTP/1.1 chunk (size line, event, CRLF), in the same allocation: what
     /// the fan-out writes to each socket with one plain `send`.
     pub chunk: Bytes,
-    /// In how many subscribers' live queues the update waits now (see [`crate::sink`]).
+    /// In how many subscribers' live queues the update waits now (see [`crate::stream::sink`]).
     pub(crate) queued_in: std::sync::atomic::AtomicU32,
     /// The topics read as URLs, the first time a URL pattern needs them.
     urls: std::sync::OnceLock<Box<[Option<TopicUrl>]>>,
@@ -102,7 +118,7 @@ impl fmt::Debug for Update {
 /// validated before they get here, so this only guards the invariant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(transparent)]
-pub struct EncodeError(#[from] crate::sse::InvalidField);
+pub struct EncodeError(#[from] crate::wire::sse::InvalidField);
 
 /// `wire` and `wire` framed as one HTTP/1.1 chunk, sharing one allocation. Nothing is
 /// framed as nothing: an empty chunk would end the body.

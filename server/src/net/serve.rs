@@ -33,10 +33,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{
+use super::{
     caps::{self, Caps, Permit, Refusal},
+    fast_path::{self as stream_conn, FirstBytes},
     head_guard::{HeadDone, HeadGuard},
-    stream_conn::{self, FirstBytes},
 };
 
 /// How the server treats connections.
@@ -54,7 +54,7 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     /// How long open connections get to finish once shutdown starts.
     pub shutdown_grace: Duration,
-    /// Serve plain HTTP/1.1 event-stream requests without hyper ([`crate::stream_conn`]).
+    /// Serve plain HTTP/1.1 event-stream requests without hyper ([`crate::net::fast_path`]).
     pub fast_path: bool,
     /// How many connections the server holds, in all and per client address.
     pub limits: Arc<Caps>,

@@ -1,5 +1,5 @@
 //! A subscriber's delivery point: the bounded queue between the hub's fan-out and the
-//! subscriber's stream and, for streams served on the fast path ([`crate::stream_conn`]),
+//! subscriber's stream and, for streams served on the fast path ([`crate::net::fast_path`]),
 //! the socket itself.
 //!
 //! While the stream's own task is idle (nothing queued, nothing taken and not yet written),
@@ -320,7 +320,7 @@ impl Sink {
     }
 
     /// Whether the queue was emptied because its reader made too little progress (its
-    /// connection is then reset rather than closed, see [`crate::stream_conn`]).
+    /// connection is then reset rather than closed, see [`crate::net::fast_path`]).
     pub fn stalled(&self) -> bool {
         self.state.lock().stalled
     }
@@ -418,28 +418,6 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// Writes `{len:x}\r\n` into `out`; returns how many bytes it used.
-pub fn chunk_header(len: usize, out: &mut [u8; 18]) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut n = len;
-    let mut count = 0;
-    loop {
-        digits[count] = HEX[n & 0xf];
-        count += 1;
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    for i in 0..count {
-        out[i] = digits[count - 1 - i];
-    }
-    out[count] = b'\r';
-    out[count + 1] = b'\n';
-    count + 2
-}
-
 /// Writes what the socket takes of `parts` (at most five) in one system call, without
 /// waiting; returns the rest, if any (shared parts stay shared).
 pub fn write_now(stream: &TcpStream, parts: &[Part<'_>]) -> io::Result<Option<Rest>> {
@@ -520,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_goes_out_before_any_live_update_whatever_the_capacity() {
-        let (_client, socket) = crate::stream_conn::tests::connected().await;
+        let (_client, socket) = crate::net::fast_path::tests::connected().await;
         let socket = Arc::new(socket);
         let sink = Sink::new(2);
         sink.preload((1..=5).map(event).collect());

@@ -4,7 +4,7 @@
 
 use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
-use crate::api::{TopicMessage, TopicSummary};
+use crate::data::{TopicMessage, TopicSummary};
 
 /// A boxed future, as trait objects need.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,6 +12,7 @@ pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
 pub mod components;
+pub mod data;
 pub mod live;
 pub mod pages;
 

@@ -31,6 +31,7 @@ mod subscriber;
 pub mod target;
 pub mod timeline;
 pub mod worker;
+pub mod worker_state;
 
 pub use config::{Cli, Command, Plan, RunArgs};
 pub use fleet::Launch;

@@ -28,7 +28,7 @@ use crate::{
     protocol::{count_failure, Tracking},
     seqtrack::{Delivery, Owed, SeqTracker},
     sse::{Event, SseError, SseHandler, SseParser},
-    worker::{ConnRecord, Live, WorkerContext},
+    worker_state::{ConnRecord, Live, WorkerContext},
 };
 
 /// Size of the per-thread read buffer.
@@ -435,7 +435,7 @@ mod tests {
             payload::Stamp,
             sse::{Event, SseHandler},
             timeline::Timeline,
-            worker::Live,
+            worker_state::Live,
         };
         // Updates 1..=5 sent at 100, 200, … ns; the connection opened at 250 with 1 and 2
         // in the log, so it tracks from 3.

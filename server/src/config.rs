@@ -7,10 +7,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::hub::{
-    request::RequestLimits,
-    selector::PatternBudget,
-    service::{BrokerSettings, HubSettings},
+use crate::{
+    hub::{
+        request::RequestLimits,
+        selector::PatternBudget,
+        service::{BrokerSettings, HubSettings},
+    },
+    net::{caps, serve::ServeOptions, tls::TlsError},
 };
 
 /// Settings for the Pulse server.
@@ -403,11 +406,29 @@ fn parse_broker(text: &str) -> Result<BrokerUrl, String> {
     }
 }
 
-/// How log lines are written.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
+pub use crate::telemetry::LogFormat;
+
+impl Config {
+    /// The connection settings, with the TLS files loaded.
+    pub fn serve_options(&self) -> Result<ServeOptions, TlsError> {
+        let config = self;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::net::tls::load(cert, key)?),
+            _ => None,
+        };
+        let max_connections = match config.max_connections {
+            Some(max) => max as usize,
+            None => caps::default_max_connections(caps::raise_open_file_limit()),
+        };
+        Ok(ServeOptions {
+            tls,
+            header_timeout: config.header_timeout,
+            stall_timeout: config.stall_timeout,
+            fast_path: config.sse_fast_path,
+            limits: caps::Caps::new(max_connections, config.max_connections_per_ip as usize),
+            ..ServeOptions::default()
+        })
+    }
 }
 
 impl Config {

@@ -215,6 +215,13 @@ impl Drop for StreamTracker {
 }
 
 /// `GET /metrics`.
+/// `GET /metrics`, serving `metrics`.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(handler))
+        .with_state(metrics)
+}
+
 pub async fn handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(

@@ -2,8 +2,6 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::{Config, LogFormat};
-
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -16,14 +14,23 @@ pub enum TelemetryError {
     AlreadyInstalled,
 }
 
-/// Installs the global subscriber: `config.log` filters, `config.log_format` formats.
-pub fn init(config: &Config) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(&config.log).map_err(|source| TelemetryError::Filter {
-        filter: config.log.clone(),
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// Installs the global subscriber: `filter` (in `tracing` syntax) filters, `format` formats.
+pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
+    let env_filter = EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter {
+        filter: filter.to_owned(),
         source,
     })?;
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    let installed = match config.log_format {
+    let builder = fmt().with_env_filter(env_filter).with_target(true);
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
@@ -33,16 +40,10 @@ pub fn init(config: &Config) -> Result<(), TelemetryError> {
 /// The span of one HTTP request: method, path and version. The query string is left out,
 /// since it may carry credentials.
 ///
-/// Event streams get no request span: a span lives as long as its response, and tens of
-/// thousands of open streams would each keep one in memory. Streams log their own start and
-/// end (at debug level) instead.
+/// Event streams get no request span (the layer is never put on their routes): a span lives
+/// as long as its response, and tens of thousands of open streams would each keep one in
+/// memory. Streams log their own start and end (at debug level) instead.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let path = request.uri().path();
-    if request.method() == http::Method::GET
-        && (path == "/stream" || path == crate::hub::names::HUB_PATH)
-    {
-        return tracing::Span::none();
-    }
     tracing::info_span!(
         "request",
         method = %request.method(),

@@ -559,7 +559,7 @@ async fn one_address_cannot_hold_unbounded_streams_over_one_http2_connection() {
     .await;
     assert_eq!(plain.status(), 200);
     drop((held, others, plain));
-    let streams = server.state.streams.clone();
+    let streams = server.state.streams.caps.clone();
     assert!(eventually(Duration::from_secs(5), || async { streams.open() == 0 }).await);
 }
 

@@ -27,14 +27,13 @@ use serde::Deserialize;
 
 use crate::{
     metrics::{StreamMetrics, StreamTracker},
-    net::caps,
+    net::{caps, streams::EventStreams},
     stream::{
         body::{self as sse, SseBody},
         sink::{Direct, Sink},
     },
     update::Update,
     wire::sse::{EventBuilder, FieldValue},
-    AppState,
 };
 use clock::Clock;
 
@@ -49,7 +48,7 @@ pub const END_DATA: &str = "End of the stream";
 /// ends and the client resumes from its last id when it is ready.
 const QUEUE_CAPACITY: usize = 16;
 
-/// How `/stream` runs; from [`crate::config::Config`].
+/// How `/stream` runs (the command line fills it in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterSettings {
     /// Messages per stream.
@@ -106,9 +105,24 @@ impl IntoResponse for CounterError {
     }
 }
 
+/// What `/stream` needs: the counter, its metrics, and what every event stream shares.
+#[derive(Clone)]
+pub struct CounterState {
+    pub counter: Counter,
+    pub metrics: Arc<StreamMetrics>,
+    pub streams: EventStreams,
+}
+
+/// The `/stream` route, with its state.
+pub fn router(state: CounterState) -> axum::Router {
+    axum::Router::new()
+        .route("/stream", axum::routing::get(stream))
+        .with_state(state)
+}
+
 /// `GET /stream`.
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<CounterState>,
     connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     version: axum::http::Version,
     Query(query): Query<StreamQuery>,
@@ -116,7 +130,7 @@ pub async fn stream(
 ) -> Result<Response, CounterError> {
     let settings = state.counter.settings;
     let permit = caps::admit_stream(
-        &state.streams,
+        &state.streams.caps,
         version,
         caps::client_ip(connected.as_ref().map(|info| &info.0)),
     )
@@ -129,7 +143,7 @@ pub async fn stream(
         None | Some("") => 0,
         Some(given) => parse_last_id(given, settings.count)?,
     };
-    let tracker = StreamTracker::start(state.metrics.counter.clone(), resume_after > 0);
+    let tracker = StreamTracker::start(Arc::clone(&state.metrics), resume_after > 0);
     let first = resume_after + 1;
     let sink = Sink::new(QUEUE_CAPACITY);
     // Queued now, the first event goes out with the response head.
@@ -149,8 +163,12 @@ pub async fn stream(
         left: u64::from(settings.count - resume_after) + 1,
         _permit: permit,
     };
-    let body = SseBody::new(events, state.shutdown.clone(), Some(state.keep_alive))
-        .with_direct_writes(Arc::clone(&sink));
+    let body = SseBody::new(
+        events,
+        state.streams.shutdown.clone(),
+        Some(state.streams.keep_alive),
+    )
+    .with_direct_writes(Arc::clone(&sink));
     let mut response = sse::response(body);
     // Served on the fast path, the stream's socket goes to the sink once the head is out.
     response.extensions_mut().insert(Direct(sink));

@@ -38,20 +38,27 @@ use super::{
 use crate::{
     broker::BrokerError,
     metrics::StreamTracker,
-    net::caps::AddressKey,
+    net::{caps::AddressKey, streams::EventStreams},
     stream::{
         body::{self as sse, SseBody},
         sink::Direct,
     },
-    AppState,
 };
 
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
 const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-last-event-id");
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// The hub's routes.
-pub fn router(service: &HubService, request_timeout: Duration) -> Router<AppState> {
+/// What the hub's endpoints need: the hub, and what every event stream shares.
+#[derive(Clone)]
+pub struct HubState {
+    pub service: Arc<HubService>,
+    pub streams: EventStreams,
+}
+
+/// The hub's routes, with their state.
+pub fn router(state: HubState, request_timeout: Duration) -> Router {
+    let service = &state.service;
     let body_limit = service.limits.max_update_bytes * 3 + 64 * 1024;
     let trace = crate::telemetry::trace_layer;
     // Publishing and the API have the pages' time limit (a body that trickles in forever
@@ -83,10 +90,11 @@ pub fn router(service: &HubService, request_timeout: Duration) -> Router<AppStat
         )
         .merge(api)
         .layer(DefaultBodyLimit::max(body_limit));
-    match cors(&service.cors_origins) {
+    let router = match cors(&service.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    };
+    router.with_state(state)
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -262,12 +270,12 @@ fn authenticate(
 
 /// `POST /.well-known/mercure`: publish an update.
 async fn publish(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HubError> {
-    let service = &state.hub;
+    let service = &state.service;
     let audience = audience(service, &headers, &uri);
     let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
     let grants =
@@ -298,16 +306,16 @@ async fn publish(
 
 /// `GET /.well-known/mercure`: subscribe.
 async fn subscribe(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     connected: Option<Extension<ConnectInfo<SocketAddr>>>,
     version: axum::http::Version,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    let service = Arc::clone(&state.hub);
+    let service = Arc::clone(&state.service);
     let peer = crate::net::caps::client_ip(connected.as_ref().map(|info| &info.0));
-    let permit =
-        crate::net::caps::admit_stream(&state.streams, version, peer).map_err(HubError::Streams)?;
+    let permit = crate::net::caps::admit_stream(&state.streams.caps, version, peer)
+        .map_err(HubError::Streams)?;
     let audience = audience(&service, &headers, &uri);
     let query = parse_form(uri.query().unwrap_or_default().as_bytes(), "query")?;
     let grants = authenticate(&service, &headers, &query, Role::Subscriber, &audience)?;
@@ -362,8 +370,12 @@ async fn subscribe(
         announced,
         (lease, permit),
     );
-    let body = SseBody::new(stream, state.shutdown.clone(), Some(state.keep_alive))
-        .with_direct_writes(Arc::clone(&sink));
+    let body = SseBody::new(
+        stream,
+        state.streams.shutdown.clone(),
+        Some(state.streams.keep_alive),
+    )
+    .with_direct_writes(Arc::clone(&sink));
     let mut response = sse::response(body);
     // Served on the fast path, the stream's socket goes to the sink once the head is out.
     response.extensions_mut().insert(Direct(sink));
@@ -593,41 +605,41 @@ fn collection(
 
 /// `GET /.well-known/mercure/subscriptions`.
 async fn list_all(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    let grants = authorize_listing(&state.hub, &headers, &uri)?;
-    let doc = collection(&state.hub, &uri, |_, _, _| true);
-    Ok(respond_with(&state.hub, &headers, &grants, &doc))
+    let grants = authorize_listing(&state.service, &headers, &uri)?;
+    let doc = collection(&state.service, &uri, |_, _, _| true);
+    Ok(respond_with(&state.service, &headers, &grants, &doc))
 }
 
 /// `GET …/subscriptions/{topic}` (0.x clients, compatibility mode).
 async fn list_one_segment(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     Path(first): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    if !state.hub.auth.compat {
+    if !state.service.auth.compat {
         return Err(HubError::UnknownMatchType);
     }
-    let grants = authorize_listing(&state.hub, &headers, &uri)?;
-    let doc = collection(&state.hub, &uri, |kind, raw, _| {
+    let grants = authorize_listing(&state.service, &headers, &uri)?;
+    let doc = collection(&state.service, &uri, |kind, raw, _| {
         kind == MatchType::Legacy && raw == first
     });
-    Ok(respond_with(&state.hub, &headers, &grants, &doc))
+    Ok(respond_with(&state.service, &headers, &grants, &doc))
 }
 
 /// `GET …/subscriptions/{match_type}/{match}`, or in compatibility mode
 /// `…/subscriptions/{topic}/{subscriber}`.
 async fn list_two_segments(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     Path((first, second)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    let service = &state.hub;
+    let service = &state.service;
     match MatchType::from_name(&first) {
         Some(kind) => {
             let grants = authorize_listing(service, &headers, &uri)?;
@@ -646,12 +658,12 @@ async fn list_two_segments(
 
 /// `GET …/subscriptions/{match_type}/{match}/{subscriber}`.
 async fn show_subscription(
-    State(state): State<AppState>,
+    State(state): State<HubState>,
     Path((kind, matcher, subscriber)): Path<(String, String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, HubError> {
-    let service = &state.hub;
+    let service = &state.service;
     let kind = MatchType::from_name(&kind).ok_or(HubError::UnknownMatchType)?;
     let grants = authorize_listing(service, &headers, &uri)?;
     single(service, &uri, &headers, &grants, |k, raw, id| {
@@ -675,8 +687,8 @@ fn single(
 }
 
 /// `GET /.well-known/oauth-protected-resource/.well-known/mercure` (RFC 9728).
-async fn metadata(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    let service = &state.hub;
+async fn metadata(State(state): State<HubState>, uri: Uri, headers: HeaderMap) -> Response {
+    let service = &state.service;
     let audience = audience(service, &headers, &uri);
     let mut body = serde_json::json!({
         "resource": audience.resource,

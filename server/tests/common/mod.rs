@@ -7,11 +7,7 @@ pub mod mercure;
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use server::{
-    config::Config,
-    net::serve::{serve, ServeOptions},
-    AppState,
-};
+use server::{config::Config, net::serve::serve, AppState};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +81,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let token = CancellationToken::new();
         let state = AppState::new(&config, token.clone()).expect("valid hub settings");
-        let options = ServeOptions::from_config(&config).expect("test TLS files load");
+        let options = config.serve_options().expect("test TLS files load");
         let task = tokio::spawn(serve(
             listener,
             server::app(state.clone()),

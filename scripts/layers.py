@@ -136,6 +136,9 @@ def graph_of(src):
         # its crate name, not `crate::`.
         if has_lib and os.path.relpath(path, src) == "main.rs":
             continue
+        # A test module in its own file (`#[cfg(test)] mod tests;`) is left out too.
+        if os.path.basename(path) == "tests.rs":
+            continue
         modules[module_of(src, path)] = path
     graph = {module: set() for module in modules}
     for module, path in modules.items():

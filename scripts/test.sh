@@ -27,6 +27,9 @@ free_disk() {
 step "Formatting"
 cargo fmt --all -- --check
 
+step "Layers: imports point one way (ARCHITECTURE.md)"
+python3 scripts/layers.py
+
 # Checked apart: a --workspace build would unify the app's `ssr` and `hydrate` features.
 step "Clippy: server, load generator, benchmarks"
 cargo clippy --locked -p server -p app -p loadgen -p bench -p attack --all-targets -- -D warnings

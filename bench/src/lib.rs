@@ -7,7 +7,7 @@
 //! each server on free loopback ports), [`floor`] (the least a server can do, run as a
 //! target), [`procs`] (child processes that are always stopped), [`loadgen`] (its command line and results), [`figures`] (what the report uses
 //! from them), [`page`] (WASM sizes, first message in chromium), [`machine`] (the machine
-//! and versions), [`results`], [`goals`], [`markdown`] and [`charts`] (the outputs), and
+//! and versions), [`results`], [`verdict`] (a goal as judged), [`goals`] (the goals as a table), [`markdown`] and [`charts`] (the outputs), and
 //! [`run`] (the whole run).
 
 pub mod charts;
@@ -24,3 +24,4 @@ pub mod run;
 pub mod scenarios;
 pub mod targets;
 pub mod util;
+pub mod verdict;

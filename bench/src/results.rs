@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::{
     figures::Figures,
-    goals::Goal,
     machine::Machine,
     page::PageResult,
     scenarios::{Profile, Scenario},
     targets::Target,
+    verdict::Goal,
 };
 
 /// Bumped when the layout changes.
@@ -168,44 +168,5 @@ impl Results {
         sizes.sort_unstable();
         sizes.dedup();
         sizes
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The results files committed under `bench/results/` (whatever they are today).
-    fn committed() -> Vec<(std::path::PathBuf, Results)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|entry| entry.path())
-                    .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-            .into_iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let results = serde_json::from_str(&text)
-                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-                (path, results)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn committed_results_still_parse_and_render() {
-        for (path, mut results) in committed() {
-            // What `bench render` does with them.
-            results.goals = crate::goals::evaluate(&results);
-            let text = crate::markdown::render(&results, "x-");
-            assert!(text.contains("## The counter job"), "{}", path.display());
-        }
     }
 }

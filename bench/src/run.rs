@@ -658,4 +658,41 @@ mod tests {
         assert_eq!(report, partial_dir.path().join("2026-11-25-partial.md"));
         assert!(!partial_dir.path().join("latest.md").exists());
     }
+
+    /// The results files committed under `bench/results/` (whatever they are today).
+    fn committed() -> Vec<(std::path::PathBuf, Results)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let results = serde_json::from_str(&text)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                (path, results)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn committed_results_still_parse_and_render() {
+        let committed = committed();
+        assert!(!committed.is_empty());
+        for (path, mut results) in committed {
+            // What `bench render` does with them.
+            results.goals = goals::evaluate(&results);
+            assert_eq!(results.goals.len(), goals::GOALS.len());
+            let text = crate::markdown::render(&results, "x-");
+            assert!(text.contains("## The counter job"), "{}", path.display());
+        }
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{builder::RangedU64ValueParser, Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
     protocol::{SubscribeTarget, Tracking, WorkerSpec},
     publisher::{Api, PublishPlan},
     sse::DEFAULT_MAX_EVENT_BYTES,
-    target::{expand_topic, Target, TargetError},
+    target::{expand_topic, Target, TargetError, MAX_SOURCE_ADDRS},
 };
 
 /// Most connections one run may open.
@@ -34,6 +34,16 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 pub const MAX_IPV6_CONNECTIONS: usize = 25_000;
 /// Most `--subscribe-url`s in one run.
 pub const MAX_SUBSCRIBE_URLS: usize = 64;
+/// Most publish requests in flight.
+pub const MAX_PUBLISH_CONCURRENCY: usize = 1024;
+/// Shortest `--max-event-bytes`.
+pub const MIN_EVENT_BYTES: usize = 64;
+/// Longest `--max-event-bytes`.
+pub const MAX_EVENT_BYTES: usize = 64 << 20;
+/// Longest `--drain`.
+pub const MAX_DRAIN: Duration = Duration::from_secs(60);
+/// Longest `--connect-timeout` and `--publish-timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 const AFTER_HELP: &str = "\
 Targets must be on this machine: 127.0.0.0/8, [::1] or localhost.
@@ -96,23 +106,23 @@ pub struct RunArgs {
     pub subscribe_url: Vec<String>,
 
     /// Concurrent subscriptions to open.
-    #[arg(short = 'c', long, default_value_t = 100)]
+    #[arg(short = 'c', long, default_value_t = 100, value_parser = count(1, MAX_CONNECTIONS))]
     pub connections: usize,
 
     /// Connections opened per second.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 500.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 500.0, value_parser = parse_rate)]
     pub ramp_rate: f64,
 
     /// How long the run lasts from the first connection (publishing stops then), e.g. `30s`.
-    #[arg(short = 'd', long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(short = 'd', long, value_parser = parse_run_duration, default_value = "30s")]
     pub duration: Duration,
 
     /// After publishing stops, how long to wait for deliveries before closing.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = parse_drain, default_value = "2s")]
     pub drain: Duration,
 
     /// Longest wait for a connection and its response head.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = parse_timeout, default_value = "10s")]
     pub connect_timeout: Duration,
 
     /// Extra header for subscribe requests, `Name: value` (repeatable).
@@ -128,11 +138,11 @@ pub struct RunArgs {
     pub publish_url: Option<String>,
 
     /// The topic or channel.
-    #[arg(long, default_value = "loadgen")]
+    #[arg(long, default_value = "loadgen", value_parser = parse_topic)]
     pub topic: String,
 
     /// Updates published per second.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0, value_parser = parse_rate)]
     pub publish_rate: f64,
 
     /// Start publishing only once every connection has been opened (or failed).
@@ -140,15 +150,15 @@ pub struct RunArgs {
     pub publish_after_ramp: bool,
 
     /// Payload size in bytes (at least the stamp itself).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = count(0, MAX_PAYLOAD))]
     pub payload_size: usize,
 
     /// Publish requests in flight at most.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count(1, MAX_PUBLISH_CONCURRENCY))]
     pub publish_concurrency: usize,
 
     /// Longest wait for a publish response.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = parse_timeout, default_value = "10s")]
     pub publish_timeout: Duration,
 
     /// Extra header for publish requests, `Name: value` (repeatable).
@@ -188,7 +198,7 @@ pub struct RunArgs {
     /// Every connection must carry ids 1 to N (implies --expect-sequential-ids): ids that
     /// never came count as missing, the last ones and all N of a stream that carried none
     /// included. Without it a connection is owed ids up to the highest it saw.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_id_count)]
     pub expect_ids: Option<u64>,
 
     /// Server process to sample for memory and CPU (repeatable; summed).
@@ -204,11 +214,15 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// Connections per worker process.
-    #[arg(long, default_value_t = MAX_CONNS_PER_WORKER)]
+    #[arg(
+        long,
+        default_value_t = MAX_CONNS_PER_WORKER,
+        value_parser = count(1, MAX_CONNS_PER_WORKER)
+    )]
     pub conns_per_worker: usize,
 
     /// Source addresses to spread connections over [default: one per 25 000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count(1, MAX_SOURCE_ADDRS))]
     pub source_addrs: Option<usize>,
 
     /// Run workers as threads of this process (one process's file limit applies).
@@ -216,7 +230,11 @@ pub struct RunArgs {
     pub in_process: bool,
 
     /// Longest event-stream line or event accepted, bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_EVENT_BYTES,
+        value_parser = count(MIN_EVENT_BYTES, MAX_EVENT_BYTES)
+    )]
     pub max_event_bytes: usize,
 }
 
@@ -348,46 +366,53 @@ pub struct Params {
 
 impl RunArgs {
     /// Checks everything and builds the plan.
+    ///
+    /// Single values are range-checked by clap as the flags are parsed (the `value_parser`s
+    /// above), so `self` must come from [`Cli`]; what is checked here are the rules that
+    /// involve several flags, and the URLs and headers.
     pub fn into_plan(self) -> Result<Plan, ConfigError> {
-        check_range("connections", self.connections, 1, MAX_CONNECTIONS)?;
-        check_rate("ramp-rate", self.ramp_rate)?;
-        if self.duration.is_zero() || self.duration > MAX_DURATION {
-            return Err(range(
-                "duration",
-                "more than 0 and at most 1h",
-                humantime::format_duration(self.duration),
-            ));
-        }
-        if self.drain > Duration::from_secs(60) {
-            return Err(range(
-                "drain",
-                "at most 60s",
-                humantime::format_duration(self.drain),
-            ));
-        }
-        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(120) {
-            return Err(range(
-                "connect-timeout",
-                "more than 0 and at most 120s",
-                humantime::format_duration(self.connect_timeout),
-            ));
-        }
-        check_range(
-            "conns-per-worker",
-            self.conns_per_worker,
-            1,
-            MAX_CONNS_PER_WORKER,
-        )?;
-        check_range("max-event-bytes", self.max_event_bytes, 64, 64 << 20)?;
-        if self.topic.is_empty() {
-            return Err(ConfigError::Conflict("--topic must not be empty".into()));
-        }
+        self.check_in_process()?;
+        let subscribe = self.subscribe_targets()?;
+        let source_addrs = subscribe[0].source_addrs(self.connections, self.source_addrs);
+        let mut subscribe_headers = parse_headers(&self.headers)?;
+        let tracking = self.tracking()?;
+        let publish = self.publish_plan(&mut subscribe_headers)?;
+        Ok(Plan {
+            subscribe,
+            subscribe_headers,
+            connections: self.connections,
+            ramp_rate: self.ramp_rate,
+            duration: self.duration,
+            drain: self.drain,
+            connect_timeout: self.connect_timeout,
+            conns_per_worker: self.conns_per_worker,
+            source_addrs,
+            tracking,
+            expected_ids: self.expect_ids,
+            max_event_bytes: self.max_event_bytes,
+            publish,
+            publish_after_ramp: self.publish_after_ramp,
+            server_pids: self.server_pids,
+            out: self.out,
+            quiet: self.quiet,
+            in_process: self.in_process,
+            handle_ctrl_c: true,
+        })
+    }
+
+    /// Refuses more connections than one process holds when workers are threads.
+    fn check_in_process(&self) -> Result<(), ConfigError> {
         if self.in_process && self.connections > MAX_CONNS_PER_WORKER {
             return Err(ConfigError::Conflict(format!(
                 "--in-process holds every connection in one process: at most {MAX_CONNS_PER_WORKER}"
             )));
         }
+        Ok(())
+    }
 
+    /// The subscribe URLs as targets (topic filled in): one to [`MAX_SUBSCRIBE_URLS`], all on
+    /// this machine and of one address family, and few enough connections for IPv6.
+    fn subscribe_targets(&self) -> Result<Vec<Target>, ConfigError> {
         if self.subscribe_url.is_empty() {
             return Err(ConfigError::Conflict("--subscribe-url is required".into()));
         }
@@ -417,125 +442,108 @@ impl RunArgs {
                 "an IPv6 target has one source address: at most {MAX_IPV6_CONNECTIONS} connections"
             )));
         }
-        if let Some(count) = self.source_addrs {
-            check_range("source-addrs", count, 1, crate::target::MAX_SOURCE_ADDRS)?;
-        }
-        let source_addrs = first.source_addrs(self.connections, self.source_addrs);
-        let mut subscribe_headers = parse_headers(&self.headers)?;
+        Ok(subscribe)
+    }
 
-        if self.expect_ids == Some(0) {
-            return Err(range("expect-ids", "at least 1", 0));
-        }
+    /// What connections check: published updates with `--api`, event ids with
+    /// `--expect-sequential-ids` or `--expect-ids` (which refuse `--api`), or nothing.
+    fn tracking(&self) -> Result<Tracking, ConfigError> {
         let sequential = self.expect_sequential_ids || self.expect_ids.is_some();
-        let tracking = match (self.api, sequential) {
-            (Api::None, false) => Tracking::Off,
-            (Api::None, true) => Tracking::SequentialIds,
-            (_, false) => Tracking::Published,
-            (_, true) => {
-                return Err(ConfigError::Conflict(
-                    "--expect-sequential-ids and --expect-ids check streams that number their \
-                     own events; they cannot be combined with --api"
-                        .into(),
-                ))
-            }
-        };
+        match (self.api, sequential) {
+            (Api::None, false) => Ok(Tracking::Off),
+            (Api::None, true) => Ok(Tracking::SequentialIds),
+            (_, false) => Ok(Tracking::Published),
+            (_, true) => Err(ConfigError::Conflict(
+                "--expect-sequential-ids and --expect-ids check streams that number their \
+                 own events; they cannot be combined with --api"
+                    .into(),
+            )),
+        }
+    }
 
-        let publish = match (self.api, &self.publish_url) {
+    /// The publishing side, if `--api` and `--publish-url` ask for it (one needs the other,
+    /// and the publish-only flags need both); a subscriber token goes to `subscribe_headers`.
+    fn publish_plan(
+        &self,
+        subscribe_headers: &mut Vec<(String, String)>,
+    ) -> Result<Option<PublishPlan>, ConfigError> {
+        match (self.api, &self.publish_url) {
             (Api::None, None) => {
                 if self.subscriber_jwt || self.publish_after_ramp {
                     return Err(ConfigError::Conflict(
                         "--subscriber-jwt and --publish-after-ramp need --api".into(),
                     ));
                 }
-                None
+                Ok(None)
             }
-            (Api::None, Some(_)) => {
-                return Err(ConfigError::Conflict(
-                    "--publish-url needs --api mercure, nchan or starlette".into(),
-                ))
-            }
-            (api, None) => {
-                return Err(ConfigError::Conflict(format!(
-                    "--api {} needs --publish-url",
-                    api_name(api)
-                )))
-            }
-            (api, Some(url)) => {
-                check_rate("publish-rate", self.publish_rate)?;
-                check_range("payload-size", self.payload_size, 0, MAX_PAYLOAD)?;
-                check_range("publish-concurrency", self.publish_concurrency, 1, 1024)?;
-                if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(120)
-                {
-                    return Err(range(
-                        "publish-timeout",
-                        "more than 0 and at most 120s",
-                        humantime::format_duration(self.publish_timeout),
-                    ));
-                }
-                let target = Target::parse(&expand_topic(url, &self.topic))?;
-                let mut headers = parse_headers(&self.publish_headers)?;
-                if api == Api::Mercure {
-                    let audience = self.jwt_audience.clone().unwrap_or_else(|| {
-                        target.url.split('?').next().unwrap_or_default().to_owned()
-                    });
-                    let now = crate::payload::unix_nanos() / 1_000_000_000;
-                    let token = |key: &str, action| {
-                        jwt::mint(
-                            key.as_bytes(),
-                            &MercureClaims::new(action, &self.jwt_issuer, &audience, now),
-                        )
-                    };
-                    headers.push((
-                        "Authorization".into(),
-                        format!("Bearer {}", token(&self.jwt_key, Action::Publish)?),
-                    ));
-                    if self.subscriber_jwt {
-                        let key = self.subscriber_jwt_key.as_deref().unwrap_or(&self.jwt_key);
-                        subscribe_headers.push((
-                            "Authorization".into(),
-                            format!("Bearer {}", token(key, Action::Subscribe)?),
-                        ));
-                    }
-                } else if self.subscriber_jwt || self.subscriber_jwt_key.is_some() {
-                    return Err(ConfigError::Conflict(
-                        "--subscriber-jwt needs --api mercure".into(),
-                    ));
-                }
-                Some(PublishPlan {
-                    api,
-                    target,
-                    topic: self.topic.clone(),
-                    rate: self.publish_rate,
-                    payload_size: self.payload_size,
-                    concurrency: self.publish_concurrency,
-                    timeout: self.publish_timeout,
-                    headers,
-                    id_prefix: format!("urn:loadgen:{}:", crate::payload::unix_nanos()),
-                })
-            }
-        };
+            (Api::None, Some(_)) => Err(ConfigError::Conflict(
+                "--publish-url needs --api mercure, nchan or starlette".into(),
+            )),
+            (api, None) => Err(ConfigError::Conflict(format!(
+                "--api {} needs --publish-url",
+                api_name(api)
+            ))),
+            (api, Some(url)) => self.publishing(api, url, subscribe_headers).map(Some),
+        }
+    }
 
-        Ok(Plan {
-            subscribe,
-            subscribe_headers,
-            connections: self.connections,
-            ramp_rate: self.ramp_rate,
-            duration: self.duration,
-            drain: self.drain,
-            connect_timeout: self.connect_timeout,
-            conns_per_worker: self.conns_per_worker,
-            source_addrs,
-            tracking,
-            expected_ids: self.expect_ids,
-            max_event_bytes: self.max_event_bytes,
-            publish,
-            publish_after_ramp: self.publish_after_ramp,
-            server_pids: self.server_pids,
-            out: self.out,
-            quiet: self.quiet,
-            in_process: self.in_process,
-            handle_ctrl_c: true,
+    /// The plan of a publisher using `api` at `url`, with its headers and, for Mercure, its
+    /// tokens.
+    fn publishing(
+        &self,
+        api: Api,
+        url: &str,
+        subscribe_headers: &mut Vec<(String, String)>,
+    ) -> Result<PublishPlan, ConfigError> {
+        let target = Target::parse(&expand_topic(url, &self.topic))?;
+        let mut headers = parse_headers(&self.publish_headers)?;
+        if api == Api::Mercure {
+            self.add_mercure_tokens(&target, &mut headers, subscribe_headers)?;
+        } else if self.subscriber_jwt || self.subscriber_jwt_key.is_some() {
+            return Err(ConfigError::Conflict(
+                "--subscriber-jwt needs --api mercure".into(),
+            ));
+        }
+        Ok(PublishPlan {
+            api,
+            target,
+            topic: self.topic.clone(),
+            rate: self.publish_rate,
+            payload_size: self.payload_size,
+            concurrency: self.publish_concurrency,
+            timeout: self.publish_timeout,
+            headers,
+            id_prefix: format!("urn:loadgen:{}:", crate::payload::unix_nanos()),
         })
+    }
+
+    /// Mercure: adds the publisher's `Authorization` to `headers` and, with
+    /// `--subscriber-jwt`, a subscriber's to `subscribe_headers`; the audience is
+    /// `--jwt-audience` or the publish URL without its query.
+    fn add_mercure_tokens(
+        &self,
+        target: &Target,
+        headers: &mut Vec<(String, String)>,
+        subscribe_headers: &mut Vec<(String, String)>,
+    ) -> Result<(), ConfigError> {
+        let audience = self
+            .jwt_audience
+            .clone()
+            .unwrap_or_else(|| target.url.split('?').next().unwrap_or_default().to_owned());
+        let now = crate::payload::unix_nanos() / 1_000_000_000;
+        let bearer = |key: &str, action| -> Result<String, ConfigError> {
+            let claims = MercureClaims::new(action, &self.jwt_issuer, &audience, now);
+            Ok(format!("Bearer {}", jwt::mint(key.as_bytes(), &claims)?))
+        };
+        headers.push((
+            "Authorization".into(),
+            bearer(&self.jwt_key, Action::Publish)?,
+        ));
+        if self.subscriber_jwt {
+            let key = self.subscriber_jwt_key.as_deref().unwrap_or(&self.jwt_key);
+            subscribe_headers.push(("Authorization".into(), bearer(key, Action::Subscribe)?));
+        }
+        Ok(())
     }
 }
 
@@ -636,14 +644,7 @@ fn api_name(api: Api) -> &'static str {
     }
 }
 
-fn range(flag: &'static str, rule: &str, got: impl ToString) -> ConfigError {
-    ConfigError::Range {
-        flag,
-        rule: rule.to_owned(),
-        got: got.to_string(),
-    }
-}
-
+/// Refuses a `value` of `flag` outside `min..=max` (for what clap cannot check itself).
 fn check_range(
     flag: &'static str,
     value: usize,
@@ -653,20 +654,78 @@ fn check_range(
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(range(flag, &format!("from {min} to {max}"), value))
+        Err(ConfigError::Range {
+            flag,
+            rule: format!("from {min} to {max}"),
+            got: value.to_string(),
+        })
     }
 }
 
-fn check_rate(flag: &'static str, value: f64) -> Result<(), ConfigError> {
-    if value.is_finite() && (MIN_RATE..=MAX_RATE).contains(&value) {
-        Ok(())
+/// A clap parser for a count from `min` to `max`; clap names the flag and the range when
+/// a value is outside it.
+fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
+    // usize is at most 64 bits on every target, so these are lossless.
+    RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
+
+/// Parses a rate per second, from [`MIN_RATE`] to [`MAX_RATE`] (not NaN, not infinite).
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.parse().map_err(|error| format!("{error}"))?;
+    if rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate) {
+        Ok(rate)
     } else {
-        Err(range(
-            flag,
-            &format!("from {MIN_RATE} to {MAX_RATE}"),
-            value,
-        ))
+        Err(format!("must be from {MIN_RATE} to {MAX_RATE}"))
     }
+}
+
+/// Parses `--topic`: any text but the empty one.
+fn parse_topic(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// Parses `--expect-ids`: a count of at least 1.
+fn parse_id_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Parses a humantime duration (`30s`, `1m`) of at most `max`, and more than zero unless
+/// `zero_allowed`; `rule` says so in words.
+fn parse_duration_up_to(
+    text: &str,
+    max: Duration,
+    zero_allowed: bool,
+    rule: &str,
+) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if (duration.is_zero() && !zero_allowed) || duration > max {
+        return Err(format!("must be {rule}"));
+    }
+    Ok(duration)
+}
+
+/// Parses `--duration`: more than zero, at most [`MAX_DURATION`].
+fn parse_run_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_up_to(text, MAX_DURATION, false, "more than 0 and at most 1h")
+}
+
+/// Parses `--drain`: zero to [`MAX_DRAIN`].
+fn parse_drain(text: &str) -> Result<Duration, String> {
+    parse_duration_up_to(text, MAX_DRAIN, true, "at most 60s")
+}
+
+/// Parses `--connect-timeout` and `--publish-timeout`: more than zero, at most
+/// [`MAX_TIMEOUT`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration_up_to(text, MAX_TIMEOUT, false, "more than 0 and at most 120s")
 }
 
 /// Parses `Name: value` headers; names are HTTP tokens, values printable ASCII.
@@ -812,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_contradictions_and_out_of_range_values() {
+    fn refuses_contradictions() {
         let base = ["--subscribe-url", "http://127.0.0.1/s"];
         let cases: &[&[&str]] = &[
             &["--api", "nchan"],
@@ -839,27 +898,147 @@ mod tests {
                 "--expect-ids",
                 "20",
             ],
-            &["--expect-ids", "0"],
-            &["-c", "0"],
-            &["-c", "200001"],
-            &["-d", "2h"],
-            &["-d", "0s"],
-            &["--ramp-rate", "0"],
-            &["--ramp-rate", "NaN"],
-            &["--conns-per-worker", "20000"],
             &["--in-process", "-c", "19001"],
             &["--header", "Bad Name: x"],
             &["--header", "no colon"],
-            &["--topic", ""],
             &["--publish-after-ramp"],
         ];
         for case in cases {
             let mut args = base.to_vec();
             args.extend_from_slice(case);
-            assert!(parse(&args).is_err(), "{case:?} was accepted");
+            let cli = Cli::try_parse_from([&["loadgen"][..], &args].concat())
+                .unwrap_or_else(|error| panic!("{case:?} did not parse: {error}"));
+            assert!(cli.run.into_plan().is_err(), "{case:?} was accepted");
         }
         let ipv6 = parse(&["--subscribe-url", "http://[::1]:1/", "-c", "30000"]);
-        assert!(ipv6.is_err());
+        assert!(matches!(ipv6, Err(ConfigError::Conflict(_))));
+
+        let mut too_many = Vec::new();
+        for _ in 0..=MAX_SUBSCRIBE_URLS {
+            too_many.extend(["--subscribe-url", "http://127.0.0.1/s"]);
+        }
+        let error = parse(&too_many).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Range { flag, .. } if flag == "subscribe-url (count)"),
+            "{error}"
+        );
+    }
+
+    /// Clap alone, after a subscribe URL.
+    fn clap_parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = [
+            &["loadgen", "--subscribe-url", "http://127.0.0.1/s"][..],
+            args,
+        ]
+        .concat();
+        Cli::try_parse_from(argv).map(|cli| cli.run)
+    }
+
+    #[test]
+    fn clap_refuses_out_of_range_values_naming_the_flag() {
+        let cases = [
+            ("--connections", "0"),
+            ("--connections", "200001"),
+            ("--ramp-rate", "0"),
+            ("--ramp-rate", "100001"),
+            ("--ramp-rate", "NaN"),
+            ("--ramp-rate", "inf"),
+            ("--duration", "0s"),
+            ("--duration", "2h"),
+            ("--drain", "61s"),
+            ("--connect-timeout", "0s"),
+            ("--connect-timeout", "121s"),
+            ("--topic", ""),
+            ("--publish-rate", "0"),
+            ("--publish-rate", "0.0001"),
+            ("--payload-size", "1048577"),
+            ("--publish-concurrency", "0"),
+            ("--publish-concurrency", "1025"),
+            ("--publish-timeout", "0s"),
+            ("--publish-timeout", "121s"),
+            ("--expect-ids", "0"),
+            ("--conns-per-worker", "0"),
+            ("--conns-per-worker", "20000"),
+            ("--source-addrs", "0"),
+            ("--source-addrs", "251"),
+            ("--max-event-bytes", "63"),
+            ("--max-event-bytes", "67108865"),
+        ];
+        for (flag, value) in cases {
+            let error = clap_parse(&[flag, value])
+                .map(|_| ())
+                .expect_err(&format!("{flag} {value:?} was accepted"));
+            let message = error.to_string();
+            assert!(message.contains(flag), "{flag} {value:?}: {message}");
+            // A usage error, like every other bad flag.
+            assert_eq!(error.exit_code(), 2, "{flag} {value:?}: {message}");
+        }
+        let message = clap_parse(&["-d", "2h"]).unwrap_err().to_string();
+        assert!(message.contains("more than 0 and at most 1h"), "{message}");
+        let message = clap_parse(&["-c", "0"]).unwrap_err().to_string();
+        assert!(message.contains("1..=200000"), "{message}");
+    }
+
+    #[test]
+    fn clap_accepts_the_edges_of_each_range() {
+        let args = clap_parse(&[
+            "-c",
+            "200000",
+            "--ramp-rate",
+            "0.001",
+            "--publish-rate",
+            "100000",
+            "-d",
+            "1h",
+            "--drain",
+            "0s",
+            "--connect-timeout",
+            "120s",
+            "--publish-timeout",
+            "1ms",
+            "--payload-size",
+            "0",
+            "--publish-concurrency",
+            "1024",
+            "--expect-ids",
+            "1",
+            "--conns-per-worker",
+            "19000",
+            "--source-addrs",
+            "250",
+            "--max-event-bytes",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(args.connections, MAX_CONNECTIONS);
+        assert_eq!(args.ramp_rate, MIN_RATE);
+        assert_eq!(args.publish_rate, MAX_RATE);
+        assert_eq!(args.duration, MAX_DURATION);
+        assert_eq!(args.drain, Duration::ZERO);
+        assert_eq!(args.connect_timeout, MAX_TIMEOUT);
+        assert_eq!(args.publish_timeout, Duration::from_millis(1));
+        assert_eq!(args.payload_size, 0);
+        assert_eq!(args.publish_concurrency, MAX_PUBLISH_CONCURRENCY);
+        assert_eq!(args.expect_ids, Some(1));
+        assert_eq!(args.conns_per_worker, MAX_CONNS_PER_WORKER);
+        assert_eq!(args.source_addrs, Some(MAX_SOURCE_ADDRS));
+        assert_eq!(args.max_event_bytes, MIN_EVENT_BYTES);
+        let args = clap_parse(&["--drain", "60s", "--max-event-bytes", "67108864"]).unwrap();
+        assert_eq!(args.drain, MAX_DRAIN);
+        assert_eq!(args.max_event_bytes, MAX_EVENT_BYTES);
+        let defaults = clap_parse(&[]).unwrap();
+        assert_eq!(defaults.connections, 100);
+        assert_eq!(defaults.ramp_rate, 500.0);
+        assert_eq!(defaults.duration, Duration::from_secs(30));
+        assert_eq!(defaults.drain, Duration::from_secs(2));
+        assert_eq!(defaults.connect_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.topic, "loadgen");
+        assert_eq!(defaults.publish_rate, 10.0);
+        assert_eq!(defaults.payload_size, 128);
+        assert_eq!(defaults.publish_concurrency, 8);
+        assert_eq!(defaults.publish_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.conns_per_worker, MAX_CONNS_PER_WORKER);
+        assert_eq!(defaults.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
     }
 
     #[test]

@@ -10,9 +10,16 @@
 //! itself: after `duration`, on Ctrl-C, when every stream has ended (nothing published and
 //! no connection left open), or if every worker is gone.
 
-use std::{cell::RefCell, collections::BTreeMap, io, rc::Rc, time::Duration};
+use std::{
+    borrow::Cow, cell::RefCell, collections::BTreeMap, future::Future, io, pin::Pin, rc::Rc,
+    time::Duration,
+};
 
-use tokio::{sync::Notify, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::Notify,
+    task::JoinHandle,
+    time::{Instant, Interval, MissedTickBehavior},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -129,227 +136,294 @@ struct Coordinator<'a> {
     ramp_complete: Rc<Notify>,
 }
 
+/// Carries out the run: sets it up, takes it through its phases, and builds the report.
 async fn coordinate(plan: &Plan, launch: Launch) -> Result<Report, RunError> {
     let started_unix_ms = payload::unix_nanos() / 1_000_000;
     let wall_start = Instant::now();
     let nofile = procstat::raise_nofile_limit().map_err(RunError::Limit)?;
     // Workers run with the same limit: keep their share of connections under it.
-    let fitted;
-    let plan = match fit_to_file_limit(plan, nofile.soft) {
-        Some(adjusted) => {
-            eprintln!(
-                "loadgen: the open-file limit is {}: at most {} connections per worker",
-                nofile.soft, adjusted.conns_per_worker
-            );
-            fitted = adjusted;
-            &fitted
-        }
-        None => plan,
-    };
-    let server = if plan.server_pids.is_empty() {
-        None
-    } else {
-        let before = procstat::sample_all(&plan.server_pids).map_err(RunError::ServerPid)?;
-        Some(ServerTrack {
-            pids: plan.server_pids.clone(),
-            before,
-            last: before,
-            peak_rss_kb: before.rss_kb,
-            after_ramp: None,
-            errors: 0,
-        })
-    };
+    let fitted = plan_within_file_limit(plan, nofile.soft);
+    let plan: &Plan = &fitted;
+    let server = ServerTrack::start(&plan.server_pids)?;
     let own_before = procstat::own_and_children_cpu_secs().unwrap_or_default();
 
     let start = Instant::now() + START_DELAY;
     let start_unix_ns = payload::unix_nanos() + duration_nanos(START_DELAY);
-    let deadline_unix_ns = start_unix_ns
-        + duration_nanos(plan.duration + plan.drain + WORKER_DEADLINE_MARGIN)
-        + plan
-            .publish
-            .as_ref()
-            .map_or(0, |publish| duration_nanos(publish.timeout));
-    let mut fleet = Fleet::start(&launch, plan.worker_specs(start_unix_ns, deadline_unix_ns))?;
-
-    let mut coordinator = Coordinator {
-        plan,
-        workers: (0..fleet.len()).map(|_| WorkerState::default()).collect(),
-        live_latency: Latency::new()?,
-        publish_log: None,
-        server,
-        start,
-        start_unix_ns,
-        samples: Vec::new(),
-        last_tick: start,
-        last_events: 0,
-        last_stamped: 0,
-        last_published: 0,
-        own_ticks: BTreeMap::new(),
-        last_own_total: 0,
-        ramp_s: None,
-        ramp_complete: Rc::new(Notify::new()),
-    };
-    for (state, pid) in coordinator.workers.iter_mut().zip(fleet_pids(&fleet)) {
-        state.pid = pid;
-    }
-    coordinator.own_ticks = coordinator.read_own_ticks();
-    coordinator.last_own_total = coordinator.own_ticks.values().sum();
-
-    // The publisher.
-    let stop_publishing = CancellationToken::new();
-    let mut publisher_task: Option<JoinHandle<()>> = match &plan.publish {
-        Some(publish_plan) => {
-            let log = Rc::new(RefCell::new(PublishLog::new()?));
-            coordinator.publish_log = Some(Rc::clone(&log));
-            let publisher = Rc::new(Publisher::new(publish_plan.clone(), log));
-            let stop = stop_publishing.clone();
-            let ramp_complete = Rc::clone(&coordinator.ramp_complete);
-            let after_ramp = plan.publish_after_ramp;
-            Some(tokio::task::spawn_local(async move {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep_until(start) => {}
-                }
-                if after_ramp {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = ramp_complete.notified() => {}
-                    }
-                }
-                publisher.run(stop).await;
-            }))
-        }
-        None => None,
-    };
-
-    let mut phase = Phase::Running;
-    let mut phase_deadline = start + plan.duration;
-    let mut stop_reason = "duration";
-    let mut stopped_at = None;
-    let mut ticker =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut forward = tokio::time::interval(FORWARD_INTERVAL);
-    forward.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let publishing = coordinator.publish_log.is_some();
-    let ctrl_c = ctrl_c_future(plan.handle_ctrl_c);
-    tokio::pin!(ctrl_c);
-
-    loop {
-        let mut next_phase = false;
-        tokio::select! {
-            event = fleet.next() => {
-                match event {
-                    Some(event) => {
-                        coordinator.on_event(event);
-                        if phase == Phase::Running
-                            && !publishing
-                            && coordinator.all_streams_ended(&coordinator.totals())
-                        {
-                            stop_reason = "all_streams_ended";
-                            next_phase = true;
-                        }
-                    }
-                    None => {
-                        if phase == Phase::Running {
-                            stop_reason = "workers_gone";
-                        }
-                        break;
-                    }
-                }
-                // Nothing left to wait for: every worker reported its summary or is gone.
-                if coordinator.workers.iter().all(|worker| worker.gone || worker.summary.is_some()) {
-                    if phase != Phase::Stopping {
-                        stop_reason = "workers_gone";
-                    }
-                    break;
-                }
-            }
-            _ = ticker.tick() => {
-                let totals = coordinator.sample();
-                if phase == Phase::Running && !publishing && coordinator.all_streams_ended(&totals) {
-                    stop_reason = "all_streams_ended";
-                    next_phase = true;
-                }
-            }
-            _ = forward.tick(), if publishing => coordinator.forward_log(&fleet),
-            () = wait_for(&mut publisher_task), if phase == Phase::StoppingPublisher => {
-                publisher_task = None;
-                next_phase = true;
-            }
-            () = tokio::time::sleep_until(phase_deadline) => {
-                if phase == Phase::Stopping {
-                    break;
-                }
-                next_phase = true;
-            }
-            () = &mut ctrl_c, if phase == Phase::Running => {
-                eprintln!("loadgen: interrupted, stopping");
-                stop_reason = "interrupted";
-                next_phase = true;
-            }
-        }
-        if !next_phase {
-            continue;
-        }
-        // Advance: Running → StoppingPublisher → Draining → Stopping.
-        if phase == Phase::Running {
-            stop_publishing.cancel();
-            phase = Phase::StoppingPublisher;
-            // Bounded by the publisher itself; this is a backstop.
-            phase_deadline = Instant::now()
-                + plan.publish.as_ref().map_or(Duration::ZERO, |publish| {
-                    publish.timeout + Duration::from_secs(2)
-                });
-            if publisher_task.is_some() {
-                continue;
-            }
-        }
-        if phase == Phase::StoppingPublisher {
-            coordinator.forward_log(&fleet);
-            phase = Phase::Draining;
-            let drain = if publishing && stop_reason != "interrupted" {
-                plan.drain
-            } else {
-                Duration::ZERO
-            };
-            phase_deadline = Instant::now() + drain;
-            if !drain.is_zero() {
-                continue;
-            }
-        }
-        if phase == Phase::Draining {
-            fleet.broadcast(&ToWorker::Stop);
-            stopped_at = Some(Instant::now());
-            phase = Phase::Stopping;
-            phase_deadline = Instant::now() + SUMMARY_TIMEOUT;
-        }
-    }
-    let stopped_at = stopped_at.unwrap_or_else(Instant::now);
-    coordinator.forward_log(&fleet);
-    let worker_pids = fleet.pids();
-    fleet.shutdown().await;
-    if let Some(task) = publisher_task {
-        task.abort();
-    }
+    let specs = plan.worker_specs(start_unix_ns, worker_deadline_unix_ns(plan, start_unix_ns));
+    let fleet = Fleet::start(&launch, specs)?;
+    let coordinator = Coordinator::new(plan, &fleet, server, start, start_unix_ns)?;
+    let mut session = Session::start(coordinator, fleet)?;
+    session.drive().await;
+    let (coordinator, ending) = session.close().await;
 
     let own_after = procstat::own_and_children_cpu_secs().unwrap_or_default();
     let wall = wall_start.elapsed().as_secs_f64();
-    let worker_count = worker_pids.len().max(coordinator.workers.len());
     coordinator.finish(FinishInfo {
         started_unix_ms,
-        stop_reason,
-        stopped_at,
+        stop_reason: ending.stop_reason,
+        stopped_at: ending.stopped_at,
         nofile: nofile.soft,
         worker_processes: matches!(launch, Launch::Processes { .. }),
-        worker_count,
+        worker_count: ending.worker_count,
         own_cpu: (own_after.0 - own_before.0, own_after.1 - own_before.1),
         wall,
     })
 }
 
+/// When workers stop by themselves if the coordinator falls silent: after the run, its
+/// drain, the longest publish request and [`WORKER_DEADLINE_MARGIN`].
+fn worker_deadline_unix_ns(plan: &Plan, start_unix_ns: u64) -> u64 {
+    start_unix_ns
+        + duration_nanos(plan.duration + plan.drain + WORKER_DEADLINE_MARGIN)
+        + plan
+            .publish
+            .as_ref()
+            .map_or(0, |publish| duration_nanos(publish.timeout))
+}
+
+/// What happened that [`Session::drive`] acts on.
+enum Step {
+    /// Nothing that changes the phase.
+    Stay,
+    /// A reason to move on to the next phase.
+    Advance,
+    /// The run is over.
+    End,
+}
+
+/// How a run ended, for the report.
+struct Ending {
+    stop_reason: &'static str,
+    /// When the workers were told to stop (or the run ended without that).
+    stopped_at: Instant,
+    /// Workers started, whether or not they are still there.
+    worker_count: usize,
+}
+
+/// A run under way: the coordinator, its workers and publisher, and the phase it is in.
+struct Session<'a> {
+    coordinator: Coordinator<'a>,
+    fleet: Fleet,
+    /// The publisher's task until it has finished (`None` without a publisher).
+    publisher: Option<JoinHandle<()>>,
+    stop_publishing: CancellationToken,
+    /// There is a publisher, whose log is passed on to the workers.
+    publishing: bool,
+    phase: Phase,
+    /// When the phase ends at the latest.
+    phase_deadline: Instant,
+    stop_reason: &'static str,
+    /// When the workers were told to stop.
+    stopped_at: Option<Instant>,
+    /// The once-a-second sample.
+    ticker: Interval,
+    /// Passing the publish log on to the workers.
+    forward: Interval,
+    /// Ctrl-C, if the plan handles it.
+    ctrl_c: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the publisher, if the plan has one, and the clocks: the run is *Running*
+    /// until `duration` after the start.
+    fn start(mut coordinator: Coordinator<'a>, fleet: Fleet) -> Result<Self, RunError> {
+        let plan = coordinator.plan;
+        let start = coordinator.start;
+        let stop_publishing = CancellationToken::new();
+        let publisher = coordinator.spawn_publisher(&stop_publishing)?;
+        let mut ticker =
+            tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut forward = tokio::time::interval(FORWARD_INTERVAL);
+        forward.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Self {
+            publishing: coordinator.publish_log.is_some(),
+            coordinator,
+            fleet,
+            publisher,
+            stop_publishing,
+            phase: Phase::Running,
+            phase_deadline: start + plan.duration,
+            stop_reason: "duration",
+            stopped_at: None,
+            ticker,
+            forward,
+            ctrl_c: Box::pin(ctrl_c_future(plan.handle_ctrl_c)),
+        })
+    }
+
+    /// Takes the run through its phases until it ends.
+    async fn drive(&mut self) {
+        loop {
+            match self.next().await {
+                Step::Stay => {}
+                Step::Advance => self.advance(),
+                Step::End => return,
+            }
+        }
+    }
+
+    /// Waits for the next thing to happen (a worker's report, a tick, the publisher
+    /// finishing, the phase's deadline, Ctrl-C) and handles it.
+    async fn next(&mut self) -> Step {
+        tokio::select! {
+            event = self.fleet.next() => self.on_fleet_event(event),
+            _ = self.ticker.tick() => self.on_tick(),
+            _ = self.forward.tick(), if self.publishing => {
+                self.coordinator.forward_log(&self.fleet);
+                Step::Stay
+            }
+            () = wait_for(&mut self.publisher), if self.phase == Phase::StoppingPublisher => {
+                self.publisher = None;
+                Step::Advance
+            }
+            () = tokio::time::sleep_until(self.phase_deadline) => {
+                if self.phase == Phase::Stopping {
+                    Step::End
+                } else {
+                    Step::Advance
+                }
+            }
+            () = &mut self.ctrl_c, if self.phase == Phase::Running => {
+                eprintln!("loadgen: interrupted, stopping");
+                self.stop_reason = "interrupted";
+                Step::Advance
+            }
+        }
+    }
+
+    /// Handles a worker's report or departure (`None`: every worker is gone); the run ends
+    /// when every worker has sent its summary or is gone.
+    fn on_fleet_event(&mut self, event: Option<FleetEvent>) -> Step {
+        let Some(event) = event else {
+            if self.phase == Phase::Running {
+                self.stop_reason = "workers_gone";
+            }
+            return Step::End;
+        };
+        self.coordinator.on_event(event);
+        // Nothing left to wait for: every worker reported its summary or is gone.
+        if self.coordinator.all_reported() {
+            if self.phase != Phase::Stopping {
+                self.stop_reason = "workers_gone";
+            }
+            return Step::End;
+        }
+        self.stop_if_streams_ended()
+    }
+
+    /// Takes the once-a-second sample.
+    fn on_tick(&mut self) -> Step {
+        self.coordinator.sample();
+        self.stop_if_streams_ended()
+    }
+
+    /// Moves on when, with nothing published, every stream has ended while running.
+    fn stop_if_streams_ended(&mut self) -> Step {
+        if self.phase == Phase::Running
+            && !self.publishing
+            && self
+                .coordinator
+                .all_streams_ended(&self.coordinator.totals())
+        {
+            self.stop_reason = "all_streams_ended";
+            Step::Advance
+        } else {
+            Step::Stay
+        }
+    }
+
+    /// Moves on: Running → StoppingPublisher → Draining → Stopping, passing straight through
+    /// a phase with nothing to wait for.
+    fn advance(&mut self) {
+        if self.phase == Phase::Running && self.stop_publisher() {
+            return;
+        }
+        if self.phase == Phase::StoppingPublisher && self.start_draining() {
+            return;
+        }
+        if self.phase == Phase::Draining {
+            self.stop_workers();
+        }
+    }
+
+    /// Tells the publisher to stop (*StoppingPublisher*); true if it is still to finish.
+    fn stop_publisher(&mut self) -> bool {
+        self.stop_publishing.cancel();
+        self.phase = Phase::StoppingPublisher;
+        // Bounded by the publisher itself; this is a backstop.
+        self.phase_deadline = Instant::now()
+            + self
+                .coordinator
+                .plan
+                .publish
+                .as_ref()
+                .map_or(Duration::ZERO, |publish| {
+                    publish.timeout + Duration::from_secs(2)
+                });
+        self.publisher.is_some()
+    }
+
+    /// Passes on the rest of the publish log and gives deliveries `drain` (*Draining*; no
+    /// time if nothing was published or the run was interrupted); true if there is a wait.
+    fn start_draining(&mut self) -> bool {
+        self.coordinator.forward_log(&self.fleet);
+        self.phase = Phase::Draining;
+        let drain = if self.publishing && self.stop_reason != "interrupted" {
+            self.coordinator.plan.drain
+        } else {
+            Duration::ZERO
+        };
+        self.phase_deadline = Instant::now() + drain;
+        !drain.is_zero()
+    }
+
+    /// Tells the workers to stop and send their summaries (*Stopping*), within
+    /// [`SUMMARY_TIMEOUT`].
+    fn stop_workers(&mut self) {
+        self.fleet.broadcast(&ToWorker::Stop);
+        self.stopped_at = Some(Instant::now());
+        self.phase = Phase::Stopping;
+        self.phase_deadline = Instant::now() + SUMMARY_TIMEOUT;
+    }
+
+    /// Passes on what is left of the publish log, shuts the workers and the publisher
+    /// down, and hands back the coordinator with how the run ended.
+    async fn close(self) -> (Coordinator<'a>, Ending) {
+        let stopped_at = self.stopped_at.unwrap_or_else(Instant::now);
+        self.coordinator.forward_log(&self.fleet);
+        let worker_pids = self.fleet.pids();
+        self.fleet.shutdown().await;
+        if let Some(task) = self.publisher {
+            task.abort();
+        }
+        let worker_count = worker_pids.len().max(self.coordinator.workers.len());
+        let ending = Ending {
+            stop_reason: self.stop_reason,
+            stopped_at,
+            worker_count,
+        };
+        (self.coordinator, ending)
+    }
+}
+
 /// Files a process needs besides its connections (runtime, pipes, /proc reads).
 const SPARE_FILES: u64 = 64;
+
+/// The plan to run under the open-file limit `nofile`: `plan` itself, or a copy with fewer
+/// connections per worker (saying so on stderr).
+fn plan_within_file_limit(plan: &Plan, nofile: u64) -> Cow<'_, Plan> {
+    match fit_to_file_limit(plan, nofile) {
+        Some(fitted) => {
+            eprintln!(
+                "loadgen: the open-file limit is {nofile}: at most {} connections per worker",
+                fitted.conns_per_worker
+            );
+            Cow::Owned(fitted)
+        }
+        None => Cow::Borrowed(plan),
+    }
+}
 
 /// The plan with fewer connections per worker process if `nofile` cannot hold a worker's
 /// share; `None` if it fits.
@@ -408,7 +482,86 @@ struct FinishInfo {
     wall: f64,
 }
 
-impl Coordinator<'_> {
+impl<'a> Coordinator<'a> {
+    /// A coordinator of `fleet` for a run from `start`, with its own CPU ticks read as the
+    /// base of the first sample.
+    fn new(
+        plan: &'a Plan,
+        fleet: &Fleet,
+        server: Option<ServerTrack>,
+        start: Instant,
+        start_unix_ns: u64,
+    ) -> Result<Self, RunError> {
+        let mut coordinator = Coordinator {
+            plan,
+            workers: fleet_pids(fleet)
+                .into_iter()
+                .map(|pid| WorkerState {
+                    pid,
+                    ..WorkerState::default()
+                })
+                .collect(),
+            live_latency: Latency::new()?,
+            publish_log: None,
+            server,
+            start,
+            start_unix_ns,
+            samples: Vec::new(),
+            last_tick: start,
+            last_events: 0,
+            last_stamped: 0,
+            last_published: 0,
+            own_ticks: BTreeMap::new(),
+            last_own_total: 0,
+            ramp_s: None,
+            ramp_complete: Rc::new(Notify::new()),
+        };
+        coordinator.own_ticks = coordinator.read_own_ticks();
+        coordinator.last_own_total = coordinator.own_ticks.values().sum();
+        Ok(coordinator)
+    }
+
+    /// Starts the publisher if the plan has one: from the start (or, with
+    /// `--publish-after-ramp`, the end of the ramp) until `stop`, logging to
+    /// [`Self::publish_log`].
+    fn spawn_publisher(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<Option<JoinHandle<()>>, RunError> {
+        let plan = self.plan;
+        let Some(publish_plan) = &plan.publish else {
+            return Ok(None);
+        };
+        let log = Rc::new(RefCell::new(PublishLog::new()?));
+        self.publish_log = Some(Rc::clone(&log));
+        let publisher = Rc::new(Publisher::new(publish_plan.clone(), log));
+        let stop = stop.clone();
+        let ramp_complete = Rc::clone(&self.ramp_complete);
+        let after_ramp = plan.publish_after_ramp;
+        let start = self.start;
+        Ok(Some(tokio::task::spawn_local(async move {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(start) => {}
+            }
+            if after_ramp {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = ramp_complete.notified() => {}
+                }
+            }
+            publisher.run(stop).await;
+        })))
+    }
+
+    /// Whether every worker has sent its summary or is gone.
+    fn all_reported(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|worker| worker.gone || worker.summary.is_some())
+    }
+
+    /// Takes in a worker's report or notes that it is gone.
     fn on_event(&mut self, event: FleetEvent) {
         match event {
             FleetEvent::Report(index, report) => {
@@ -518,7 +671,7 @@ impl Coordinator<'_> {
     }
 
     /// Takes the once-a-second sample and prints the status line.
-    fn sample(&mut self) -> Totals {
+    fn sample(&mut self) {
         let now = Instant::now();
         let dt = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
         self.last_tick = now;
@@ -578,136 +731,30 @@ impl Coordinator<'_> {
             eprintln!("{}", sample.status_line(self.plan.connections));
         }
         self.samples.push(sample);
-        totals
     }
 
-    /// Merges the workers' summaries into the report.
+    /// Merges the workers' summaries, the publisher's log and the samples into the report.
     fn finish(mut self, info: FinishInfo) -> Result<Report, RunError> {
         let server_end = self
             .server
             .as_ref()
             .map(|server| procstat::sample_all(&server.pids));
-        let mut connections = ConnCounts::default();
-        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-        let mut events = EventCounts::default();
-        let mut latency = Latency::new()?;
-        let mut seq = SeqCounts::default();
-        let mut connections_with_missing = 0;
-        let mut connections_with_duplicates = 0;
-        let mut connections_complete = 0;
-        let mut per_connection = Counts::default();
-        let mut worker_peak_rss_kb = Vec::new();
-        let mut workers_lost = 0;
-        let mut worker_errors = Vec::new();
-        for (index, worker) in self.workers.iter().enumerate() {
-            if let Some(error) = &worker.error {
-                worker_errors.push(format!("worker {index}: {error}"));
-            }
-            let Some(summary) = &worker.summary else {
-                workers_lost += 1;
-                continue;
-            };
-            connections.add(&summary.connections);
-            for (reason, count) in &summary.failures {
-                *failures.entry(reason.clone()).or_insert(0) += count;
-            }
-            events.add(&summary.events);
-            latency.merge(&Latency::from_wire(&summary.latency)?)?;
-            seq.add(&summary.seq);
-            connections_with_missing += summary.connections_with_missing;
-            connections_with_duplicates += summary.connections_with_duplicates;
-            connections_complete += summary.connections_complete;
-            per_connection.merge(&summary.events_per_connection);
-            if let Some(process) = &summary.process {
-                worker_peak_rss_kb.push(process.hwm_kb);
-            }
-        }
-
+        let mut merged = self.merge_summaries()?;
         let elapsed_s = info
             .stopped_at
             .duration_since(self.start)
             .as_secs_f64()
             .max(1e-3);
-        let per_second_peak = self
-            .samples
-            .iter()
-            .map(|sample| sample.events_per_s)
-            .fold(0.0, f64::max);
-
-        let publish = match (&self.plan.publish, &self.publish_log) {
-            (Some(plan), Some(log)) => {
-                let log = log.borrow();
-                let window_s = log.window_s(plan.rate);
-                Some(PublishReport {
-                    api: plan.api,
-                    url: plan.target.url.clone(),
-                    target_rate: plan.rate,
-                    sent: log.timeline.len(),
-                    ok: log.ok,
-                    failed: log.failed,
-                    failures: log.failures.clone(),
-                    backlogged: log.backlogged,
-                    achieved_rate: log.achieved_rate(plan.rate),
-                    window_s,
-                    latency_us: log.latency.summary(),
-                })
-            }
-            _ => None,
-        };
+        let publish = self.publish_report();
         let deliveries_per_second = publish
             .as_ref()
             .filter(|publish| publish.window_s > 0.0)
-            .map(|publish| events.stamped as f64 / publish.window_s);
-
-        let server = self.server.take().map(|server| {
-            let end = match server_end {
-                Some(Ok(end)) => end,
-                _ => server.last,
-            };
-            let cpu_s =
-                procstat::ticks_to_secs(end.cpu_ticks.saturating_sub(server.before.cpu_ticks));
-            let (rss_kb_after_ramp, open_after_ramp) = match server.after_ramp {
-                Some((rss, open)) => (Some(rss), Some(open)),
-                None => (None, None),
-            };
-            ServerReport {
-                pids: server.pids,
-                rss_kb_before: server.before.rss_kb,
-                rss_kb_after_ramp,
-                open_after_ramp,
-                rss_bytes_per_connection: server.after_ramp.and_then(|(rss, open)| {
-                    (open > 0)
-                        .then(|| (rss as f64 - server.before.rss_kb as f64) * 1024.0 / open as f64)
-                }),
-                rss_kb_peak: server.peak_rss_kb.max(end.rss_kb),
-                rss_kb_end: end.rss_kb,
-                cpu_s,
-                cpu_percent_avg: cpu_s / info.wall.max(1e-3) * 100.0,
-                sample_errors: server.errors,
-            }
-        });
-
-        let (coordinator_cpu_s, workers_cpu_s) = info.own_cpu;
-        let loadgen = LoadgenReport {
-            processes: 1 + if info.worker_processes {
-                info.worker_count
-            } else {
-                0
-            },
-            cpu_s: coordinator_cpu_s + workers_cpu_s,
-            cpu_percent_avg: (coordinator_cpu_s + workers_cpu_s) / info.wall.max(1e-3) * 100.0,
-            coordinator_cpu_s,
-            workers_cpu_s,
-            coordinator_peak_rss_kb: procstat::sample_self().map_or(0, |own| own.hwm_kb),
-            worker_peak_rss_kb,
-        };
-
-        let mode = match self.plan.tracking {
-            Tracking::Off => None,
-            tracking => Some(tracking),
-        };
-        let delivered_ratio = seq.delivered_ratio();
-
+            .map(|publish| merged.events.stamped as f64 / publish.window_s);
+        let server = self
+            .server
+            .take()
+            .map(|server| server.report(server_end, info.wall));
+        let loadgen = loadgen_report(&info, std::mem::take(&mut merged.worker_peak_rss_kb));
         Ok(Report {
             loadgen_version: env!("CARGO_PKG_VERSION"),
             started_unix_ms: info.started_unix_ms,
@@ -718,50 +765,241 @@ impl Coordinator<'_> {
                 stop_reason: info.stop_reason,
                 workers: self.workers.len(),
                 worker_processes: info.worker_processes,
-                workers_lost,
-                worker_errors,
+                workers_lost: merged.workers_lost,
+                worker_errors: std::mem::take(&mut merged.worker_errors),
                 nofile_limit: info.nofile,
             },
-            connections: ConnectionsReport {
-                requested: self.plan.connections,
-                attempted: connections.attempted,
-                established: connections.established,
-                failed: connections.failed,
-                closed_by_server: connections.closed_by_server,
-                errored: connections.errored,
-                open_at_stop: connections.open_at_stop,
-                peak_open: connections.peak_open,
-                ramp_s: self.ramp_s,
-                failures,
-            },
-            events: EventsReport {
-                total: events.total,
-                stamped: events.stamped,
-                comments: events.comments,
-                retry_fields: events.retry_fields,
-                by_type: events.by_type.clone(),
-                non_numeric_ids: events.non_numeric_ids,
-                negative_latency: events.negative_latency,
-                body_bytes: events.body_bytes,
-                per_second_avg: events.total as f64 / elapsed_s,
-                per_second_peak,
+            connections: merged.connections_report(self.plan.connections, self.ramp_s),
+            events: merged.events_report(
+                elapsed_s,
+                self.peak_events_per_second(),
                 deliveries_per_second,
-                per_connection: per_connection.summary(),
-            },
-            sequence: SequenceReport {
-                mode,
-                counts: seq,
-                connections_with_missing,
-                connections_with_duplicates,
-                connections_complete,
-                delivered_ratio,
-            },
-            latency_us: latency.summary(),
+            ),
+            sequence: merged.sequence_report(self.plan.tracking),
+            latency_us: merged.latency.summary(),
             publish,
             server,
             loadgen,
             samples: std::mem::take(&mut self.samples),
         })
+    }
+
+    /// The workers' summaries added up; a worker without one counts as lost.
+    fn merge_summaries(&self) -> Result<Merged, RunError> {
+        let mut merged = Merged::new()?;
+        for (index, worker) in self.workers.iter().enumerate() {
+            if let Some(error) = &worker.error {
+                merged
+                    .worker_errors
+                    .push(format!("worker {index}: {error}"));
+            }
+            match &worker.summary {
+                Some(summary) => merged.add(summary)?,
+                None => merged.workers_lost += 1,
+            }
+        }
+        Ok(merged)
+    }
+
+    /// The highest events-per-second of the once-a-second samples.
+    fn peak_events_per_second(&self) -> f64 {
+        self.samples
+            .iter()
+            .map(|sample| sample.events_per_s)
+            .fold(0.0, f64::max)
+    }
+
+    /// What the publisher did, if there was one.
+    fn publish_report(&self) -> Option<PublishReport> {
+        let (Some(plan), Some(log)) = (&self.plan.publish, &self.publish_log) else {
+            return None;
+        };
+        let log = log.borrow();
+        Some(PublishReport {
+            api: plan.api,
+            url: plan.target.url.clone(),
+            target_rate: plan.rate,
+            sent: log.timeline.len(),
+            ok: log.ok,
+            failed: log.failed,
+            failures: log.failures.clone(),
+            backlogged: log.backlogged,
+            achieved_rate: log.achieved_rate(plan.rate),
+            window_s: log.window_s(plan.rate),
+            latency_us: log.latency.summary(),
+        })
+    }
+}
+
+/// The workers' summaries added up.
+struct Merged {
+    connections: ConnCounts,
+    failures: BTreeMap<String, u64>,
+    events: EventCounts,
+    latency: Latency,
+    seq: SeqCounts,
+    connections_with_missing: u64,
+    connections_with_duplicates: u64,
+    connections_complete: u64,
+    per_connection: Counts,
+    worker_peak_rss_kb: Vec<u64>,
+    workers_lost: usize,
+    worker_errors: Vec<String>,
+}
+
+impl Merged {
+    /// Nothing merged yet.
+    fn new() -> Result<Self, RunError> {
+        Ok(Self {
+            connections: ConnCounts::default(),
+            failures: BTreeMap::new(),
+            events: EventCounts::default(),
+            latency: Latency::new()?,
+            seq: SeqCounts::default(),
+            connections_with_missing: 0,
+            connections_with_duplicates: 0,
+            connections_complete: 0,
+            per_connection: Counts::default(),
+            worker_peak_rss_kb: Vec::new(),
+            workers_lost: 0,
+            worker_errors: Vec::new(),
+        })
+    }
+
+    /// Adds one worker's summary.
+    fn add(&mut self, summary: &WorkerSummary) -> Result<(), RunError> {
+        self.connections.add(&summary.connections);
+        for (reason, count) in &summary.failures {
+            *self.failures.entry(reason.clone()).or_insert(0) += count;
+        }
+        self.events.add(&summary.events);
+        self.latency.merge(&Latency::from_wire(&summary.latency)?)?;
+        self.seq.add(&summary.seq);
+        self.connections_with_missing += summary.connections_with_missing;
+        self.connections_with_duplicates += summary.connections_with_duplicates;
+        self.connections_complete += summary.connections_complete;
+        self.per_connection.merge(&summary.events_per_connection);
+        if let Some(process) = &summary.process {
+            self.worker_peak_rss_kb.push(process.hwm_kb);
+        }
+        Ok(())
+    }
+
+    /// The connections section, for `requested` connections and a ramp of `ramp_s`.
+    fn connections_report(&self, requested: usize, ramp_s: Option<f64>) -> ConnectionsReport {
+        let connections = &self.connections;
+        ConnectionsReport {
+            requested,
+            attempted: connections.attempted,
+            established: connections.established,
+            failed: connections.failed,
+            closed_by_server: connections.closed_by_server,
+            errored: connections.errored,
+            open_at_stop: connections.open_at_stop,
+            peak_open: connections.peak_open,
+            ramp_s,
+            failures: self.failures.clone(),
+        }
+    }
+
+    /// The events section, over `elapsed_s` seconds.
+    fn events_report(
+        &self,
+        elapsed_s: f64,
+        per_second_peak: f64,
+        deliveries_per_second: Option<f64>,
+    ) -> EventsReport {
+        let events = &self.events;
+        EventsReport {
+            total: events.total,
+            stamped: events.stamped,
+            comments: events.comments,
+            retry_fields: events.retry_fields,
+            by_type: events.by_type.clone(),
+            non_numeric_ids: events.non_numeric_ids,
+            negative_latency: events.negative_latency,
+            body_bytes: events.body_bytes,
+            per_second_avg: events.total as f64 / elapsed_s,
+            per_second_peak,
+            deliveries_per_second,
+            per_connection: self.per_connection.summary(),
+        }
+    }
+
+    /// The sequence section; `mode` is absent when nothing was tracked.
+    fn sequence_report(&self, tracking: Tracking) -> SequenceReport {
+        SequenceReport {
+            mode: match tracking {
+                Tracking::Off => None,
+                tracking => Some(tracking),
+            },
+            counts: self.seq,
+            connections_with_missing: self.connections_with_missing,
+            connections_with_duplicates: self.connections_with_duplicates,
+            connections_complete: self.connections_complete,
+            delivered_ratio: self.seq.delivered_ratio(),
+        }
+    }
+}
+
+impl ServerTrack {
+    /// Takes the first sample of `pids`; `None` when there is no server to sample.
+    fn start(pids: &[u32]) -> Result<Option<Self>, RunError> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let before = procstat::sample_all(pids).map_err(RunError::ServerPid)?;
+        Ok(Some(Self {
+            pids: pids.to_vec(),
+            before,
+            last: before,
+            peak_rss_kb: before.rss_kb,
+            after_ramp: None,
+            errors: 0,
+        }))
+    }
+
+    /// The server section, from the last sample `end` (the latest periodic one if it
+    /// failed) over a run of `wall` seconds.
+    fn report(self, end: Option<Result<ProcSample, ProcError>>, wall: f64) -> ServerReport {
+        let end = match end {
+            Some(Ok(end)) => end,
+            _ => self.last,
+        };
+        let cpu_s = procstat::ticks_to_secs(end.cpu_ticks.saturating_sub(self.before.cpu_ticks));
+        let before_kb = self.before.rss_kb;
+        ServerReport {
+            pids: self.pids,
+            rss_kb_before: before_kb,
+            rss_kb_after_ramp: self.after_ramp.map(|(rss, _)| rss),
+            open_after_ramp: self.after_ramp.map(|(_, open)| open),
+            rss_bytes_per_connection: self.after_ramp.and_then(|(rss, open)| {
+                (open > 0).then(|| (rss as f64 - before_kb as f64) * 1024.0 / open as f64)
+            }),
+            rss_kb_peak: self.peak_rss_kb.max(end.rss_kb),
+            rss_kb_end: end.rss_kb,
+            cpu_s,
+            cpu_percent_avg: cpu_s / wall.max(1e-3) * 100.0,
+            sample_errors: self.errors,
+        }
+    }
+}
+
+/// The loadgen section: its processes and their CPU over the run, its memory.
+fn loadgen_report(info: &FinishInfo, worker_peak_rss_kb: Vec<u64>) -> LoadgenReport {
+    let (coordinator_cpu_s, workers_cpu_s) = info.own_cpu;
+    LoadgenReport {
+        processes: 1 + if info.worker_processes {
+            info.worker_count
+        } else {
+            0
+        },
+        cpu_s: coordinator_cpu_s + workers_cpu_s,
+        cpu_percent_avg: (coordinator_cpu_s + workers_cpu_s) / info.wall.max(1e-3) * 100.0,
+        coordinator_cpu_s,
+        workers_cpu_s,
+        coordinator_peak_rss_kb: procstat::sample_self().map_or(0, |own| own.hwm_kb),
+        worker_peak_rss_kb,
     }
 }
 

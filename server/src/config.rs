@@ -462,6 +462,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_lines_defaults_are_the_hubs_default_settings() {
+        let config = Config::try_parse_from(["server"]).expect("defaults parse");
+        assert_eq!(
+            config.hub.settings(false, config.stall_timeout),
+            HubSettings::default()
+        );
+    }
+
+    #[test]
     fn defaults_match_the_original_example() {
         let config = Config::try_parse_from(["server"]).expect("defaults parse");
         assert_eq!(config.stream_count, 20);

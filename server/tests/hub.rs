@@ -6,9 +6,90 @@ mod common;
 
 use std::time::Duration;
 
-use common::{contains, eventually, mercure::*, read_until};
+use common::{contains, eventually, mercure::*, read_until, TestServer};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
+
+const SUBSCRIPTIONS: &str = "/.well-known/mercure/subscriptions";
+
+/// A token that may read every subscription event and the whole subscriptions API.
+fn subscriptions_reader(server: &TestServer) -> String {
+    subscriber_token(
+        server,
+        json!([detail(
+            &["subscribe"],
+            json!([{ "match": "/.well-known/mercure/subscriptions{/match_type}{/match}{/subscriber}", "match_type": "urlpattern" }, { "match": "/.well-known/mercure/subscriptions/*", "match_type": "urlpattern" }, { "match": "/.well-known/mercure/subscriptions", "match_type": "exact" }])
+        )]),
+    )
+}
+
+/// The 0.x clients' topic: an RFC 6570 URI template.
+const BOOKS_TEMPLATE: &str = "https://example.com/books/{id}";
+
+/// 0.x tokens (the `mercure` claim, no `typ`, `aud`, `exp` or `iss`): a publisher's and a
+/// subscriber's, both for the books.
+fn legacy_tokens() -> (String, String) {
+    (
+        sign(
+            PUBLISHER_KEY,
+            None,
+            &json!({ "mercure": { "publish": [BOOKS_TEMPLATE] } }),
+        ),
+        sign(
+            SUBSCRIBER_KEY,
+            None,
+            &json!({ "mercure": { "subscribe": [BOOKS_TEMPLATE] } }),
+        ),
+    )
+}
+
+/// Subscribes the 0.x way to the books, with `params` in the query.
+async fn legacy_subscribe(server: &TestServer, params: &[(&str, &str)]) -> reqwest::Response {
+    let mut all = vec![("topic", BOOKS_TEMPLATE)];
+    all.extend_from_slice(params);
+    sse_get(format!("{}?{}", server.url(HUB), query(&all)))
+        .await
+        .expect("request")
+}
+
+/// Publishes a private book, then a public one, with `token`; returns their ids.
+async fn publish_private_then_public(server: &TestServer, token: &str) -> (String, String) {
+    let secret = publish(
+        server,
+        token,
+        &[
+            ("topic", "https://example.com/books/7"),
+            ("data", "s"),
+            ("private", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(secret.status(), 200);
+    let public = publish(
+        server,
+        token,
+        &[("topic", "https://example.com/books/8"), ("data", "p")],
+    )
+    .await;
+    assert_eq!(public.status(), 200);
+    (
+        secret.text().await.expect("id"),
+        public.text().await.expect("id"),
+    )
+}
+
+/// `GET` the subscriptions API at `path` below it, with `token` if given.
+async fn subscriptions_get(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", server.url(SUBSCRIPTIONS)));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request")
+}
 
 on_both_paths! {
     #[tokio::test]
@@ -109,7 +190,7 @@ on_both_paths! {
     }
 
     #[tokio::test]
-    async fn publishing_needs_a_valid_token_with_the_right_grant() {
+    async fn publishing_without_a_valid_token_gets_the_rfc_6750_answers() {
         let server = start(&[]).await;
         let metadata = format!(
             "http://{}/.well-known/oauth-protected-resource{HUB}",
@@ -176,6 +257,12 @@ on_both_paths! {
             );
         }
 
+    }
+
+    #[tokio::test]
+    async fn publishing_needs_a_grant_for_every_topic() {
+        let server = start(&[]).await;
+        let form = [("topic", "/topics/a"), ("data", "x")];
         let narrow = publisher_token(&server, json!([{ "match": "/topics/b" }]));
         let forbidden = publish(&server, &narrow, &form).await;
         assert_eq!(forbidden.status(), 403);
@@ -198,6 +285,13 @@ on_both_paths! {
         );
         assert_eq!(publish(&server, &by_pattern, &form).await.status(), 200);
 
+    }
+
+    #[tokio::test]
+    async fn a_publisher_token_in_the_cookie_counts_from_the_hubs_own_origin_only() {
+        let server = start(&[]).await;
+        let form = [("topic", "/topics/a"), ("data", "x")];
+        let client = reqwest::Client::new();
         // A token in the cookie works when there is no Authorization header, from a page of
         // the hub's own origin (which the request must name).
         let own_origin = format!("http://{}", server.addr);
@@ -421,22 +515,15 @@ on_both_paths! {
     }
 
     #[tokio::test]
-    async fn announces_subscriptions_and_lists_them() {
+    async fn announces_subscriptions_when_they_start_and_end() {
         let server = start(&[]).await;
-        let watcher_token = subscriber_token(
-            &server,
-            json!([detail(
-                &["subscribe"],
-                json!([{ "match": "/.well-known/mercure/subscriptions{/match_type}{/match}{/subscriber}", "match_type": "urlpattern" }, { "match": "/.well-known/mercure/subscriptions/*", "match_type": "urlpattern" }, { "match": "/.well-known/mercure/subscriptions", "match_type": "exact" }])
-            )]),
-        );
         let mut watcher = subscribe(
             &server,
             &[(
                 "match_urlpattern",
                 "/.well-known/mercure/subscriptions/exact/:topic/:subscriber",
             )],
-            Some(&watcher_token),
+            Some(&subscriptions_reader(&server)),
         )
         .await;
         subscribers(&server, 1).await;
@@ -464,14 +551,22 @@ on_both_paths! {
             )
         );
 
-        // The API lists it, with the cursor in the Link header.
-        let client = reqwest::Client::new();
-        let list = client
-            .get(server.url("/.well-known/mercure/subscriptions"))
-            .bearer_auth(&watcher_token)
-            .send()
-            .await
-            .expect("request");
+        // Leaving is announced too.
+        drop(reader);
+        let left = next(&mut watcher).await;
+        let doc: Value = serde_json::from_str(&left.data).expect("json");
+        assert_eq!(doc["active"], false);
+        assert_eq!(doc["subscriber"], subscriber.as_str());
+    }
+
+    #[tokio::test]
+    async fn the_subscriptions_api_lists_them_with_a_cursor_and_an_etag() {
+        let server = start(&[]).await;
+        let token = subscriptions_reader(&server);
+        let _reader = subscribe(&server, &[("match", "/room")], None).await;
+        subscribers(&server, 1).await;
+
+        let list = subscriptions_get(&server, "", Some(&token)).await;
         assert_eq!(list.status(), 200);
         let link = list.headers()["link"].to_str().expect("ascii").to_owned();
         assert!(
@@ -488,75 +583,40 @@ on_both_paths! {
             .filter(|s| s["match"] == "/room")
             .collect();
         assert_eq!(listed.len(), 1);
-        let cached = client
-            .get(server.url("/.well-known/mercure/subscriptions"))
-            .bearer_auth(&watcher_token)
+        let subscriber = listed[0]["subscriber"].as_str().expect("id").to_owned();
+
+        let cached = reqwest::Client::new()
+            .get(server.url(SUBSCRIPTIONS))
+            .bearer_auth(&token)
             .header("if-none-match", etag)
             .send()
             .await
             .expect("request");
         assert_eq!(cached.status(), 304);
 
-        let one = client
-            .get(format!(
-                "{}/exact/%2Froom/{}",
-                server.url("/.well-known/mercure/subscriptions"),
-                subscriber.replace(':', "%3A")
-            ))
-            .bearer_auth(&watcher_token)
-            .send()
-            .await
-            .expect("request");
+        let one_path = format!("/exact/%2Froom/{}", subscriber.replace(':', "%3A"));
+        let one = subscriptions_get(&server, &one_path, Some(&token)).await;
         assert_eq!(one.status(), 200);
-        let unknown = client
-            .get(format!(
-                "{}/exact/%2Froom/urn%3Auuid%3Anone",
-                server.url("/.well-known/mercure/subscriptions")
-            ))
-            .bearer_auth(&watcher_token)
-            .send()
-            .await
-            .expect("request");
+        let unknown = subscriptions_get(&server, "/exact/%2Froom/urn%3Auuid%3Anone", Some(&token)).await;
         assert_eq!(unknown.status(), 404);
-        assert_eq!(
-            client
-                .get(server.url("/.well-known/mercure/subscriptions"))
-                .send()
-                .await
-                .expect("request")
-                .status(),
-            401
-        );
+    }
+
+    #[tokio::test]
+    async fn the_subscriptions_api_needs_a_token_that_may_read_it() {
+        let server = start(&[]).await;
+        assert_eq!(subscriptions_get(&server, "", None).await.status(), 401);
         let no_grant = subscriber_token(
             &server,
             json!([detail(&["subscribe"], json!([{ "match": "/room" }]))]),
         );
-        let forbidden = client
-            .get(server.url("/.well-known/mercure/subscriptions"))
-            .bearer_auth(no_grant)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(forbidden.status(), 403);
-        let bad_type = client
-            .get(format!(
-                "{}/regex/x",
-                server.url("/.well-known/mercure/subscriptions")
-            ))
-            .bearer_auth(&watcher_token)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(bad_type.status(), 400);
+        assert_eq!(subscriptions_get(&server, "", Some(&no_grant)).await.status(), 403);
+        let token = subscriptions_reader(&server);
+        assert_eq!(subscriptions_get(&server, "/regex/x", Some(&token)).await.status(), 400);
+    }
 
-        // Leaving is announced too.
-        drop(reader);
-        let left = next(&mut watcher).await;
-        let doc: Value = serde_json::from_str(&left.data).expect("json");
-        assert_eq!(doc["active"], false);
-        assert_eq!(doc["subscriber"], subscriber.as_str());
-
-        // Anonymous subscribers never see these private events.
+    #[tokio::test]
+    async fn the_metadata_names_the_resource_and_the_detail_type() {
+        let server = start(&[]).await;
         let metadata: Value =
             reqwest::get(server.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
                 .await
@@ -679,35 +739,12 @@ on_both_paths! {
     }
 
     #[tokio::test]
-    async fn compatibility_mode_serves_0x_clients() {
+    async fn compatibility_mode_serves_0x_subscribers_and_publishers() {
         let server = start(&["--protocol-version-compatibility", "8"]).await;
-        let legacy_publisher = sign(
-            PUBLISHER_KEY,
-            None,
-            &json!({ "mercure": { "publish": ["https://example.com/books/{id}"] } }),
-        );
-        let legacy_subscriber = sign(
-            SUBSCRIBER_KEY,
-            None,
-            &json!({ "mercure": { "subscribe": ["https://example.com/books/{id}"] } }),
-        );
+        let (legacy_publisher, legacy_subscriber) = legacy_tokens();
 
-        let mut templated = subscribe(
-            &server,
-            &[("topic", "https://example.com/books/{id}")],
-            None,
-        )
-        .await;
-        let by_query = sse_get(format!(
-            "{}?{}",
-            server.url(HUB),
-            query(&[
-                ("topic", "https://example.com/books/{id}"),
-                ("authorization", &legacy_subscriber)
-            ])
-        ))
-        .await
-        .expect("request");
+        let mut templated = subscribe(&server, &[("topic", BOOKS_TEMPLATE)], None).await;
+        let by_query = legacy_subscribe(&server, &[("authorization", &legacy_subscriber)]).await;
         assert_eq!(by_query.status(), 200);
         let mut authorized = events(by_query);
         let by_cookie = reqwest::Client::new()
@@ -727,27 +764,7 @@ on_both_paths! {
         let mut cookie_authorized = events(by_cookie);
         subscribers(&server, 3).await;
 
-        let secret = publish(
-            &server,
-            &legacy_publisher,
-            &[
-                ("topic", "https://example.com/books/7"),
-                ("data", "s"),
-                ("private", "on"),
-            ],
-        )
-        .await;
-        assert_eq!(secret.status(), 200);
-        let secret = secret.text().await.expect("id");
-        let public = publish(
-            &server,
-            &legacy_publisher,
-            &[("topic", "https://example.com/books/8"), ("data", "p")],
-        )
-        .await
-        .text()
-        .await
-        .expect("id");
+        let (secret, public) = publish_private_then_public(&server, &legacy_publisher).await;
         assert_eq!(next(&mut authorized).await.id, secret);
         assert_eq!(next(&mut authorized).await.id, public);
         assert_eq!(next(&mut cookie_authorized).await.id, secret);
@@ -764,47 +781,39 @@ on_both_paths! {
         .await;
         assert_eq!(outside.status(), 403);
 
+        // Modern clients keep working alongside.
+        let modern = publisher_token(&server, json!([{ "match": "*" }]));
+        assert_eq!(
+            publish(&server, &modern, &[("topic", "/m")]).await.status(),
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn compatibility_mode_resumes_0x_cursors_and_hides_private_ids() {
+        let server = start(&["--protocol-version-compatibility", "8"]).await;
+        let (legacy_publisher, legacy_subscriber) = legacy_tokens();
+        let (secret, public) = publish_private_then_public(&server, &legacy_publisher).await;
+
         // 0.x cursor: lastEventID, answered in Last-Event-ID as well, to a subscriber that may
         // read the update it names.
-        let resumed = sse_get(format!(
-            "{}?{}",
-            server.url(HUB),
-            query(&[
-                ("topic", "https://example.com/books/{id}"),
-                ("lastEventID", &secret),
-                ("authorization", &legacy_subscriber)
-            ])
-        ))
-        .await
-        .expect("request");
+        let resumed = legacy_subscribe(
+            &server,
+            &[("lastEventID", &secret), ("authorization", &legacy_subscriber)],
+        )
+        .await;
         assert_eq!(resumed.headers()["last-event-id"], secret.as_str());
         assert_eq!(resumed.headers()["mercure-last-event-id"], secret.as_str());
         let mut resumed = events(resumed);
         assert_eq!(next(&mut resumed).await.id, public);
         // To anyone else, a private update's id is as unknown as one never published.
-        let anonymous = sse_get(format!(
-            "{}?{}",
-            server.url(HUB),
-            query(&[
-                ("topic", "https://example.com/books/{id}"),
-                ("lastEventID", &secret)
-            ])
-        ))
-        .await
-        .expect("request");
+        let anonymous = legacy_subscribe(&server, &[("lastEventID", &secret)]).await;
         assert_eq!(anonymous.headers()["mercure-last-event-id"], "earliest");
         let mut anonymous = events(anonymous);
         assert_eq!(
             next(&mut anonymous).await.id,
             public,
             "replayed from the earliest"
-        );
-
-        // Modern clients keep working alongside.
-        let modern = publisher_token(&server, json!([{ "match": "*" }]));
-        assert_eq!(
-            publish(&server, &modern, &[("topic", "/m")]).await.status(),
-            200
         );
     }
 

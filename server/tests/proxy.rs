@@ -139,6 +139,89 @@ async fn open_streams(port: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// A client that behaves like EventSource: reconnects, sending the last id it saw.
+struct ResumingClient {
+    received: Arc<Mutex<Vec<String>>>,
+    connections: Arc<Mutex<u32>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResumingClient {
+    fn start(url: String) -> Self {
+        let received = Arc::new(Mutex::new(Vec::<String>::new()));
+        let connections = Arc::new(Mutex::new(0u32));
+        let task = tokio::spawn(Self::run(
+            url,
+            Arc::clone(&received),
+            Arc::clone(&connections),
+        ));
+        Self {
+            received,
+            connections,
+            task,
+        }
+    }
+
+    async fn run(url: String, received: Arc<Mutex<Vec<String>>>, connections: Arc<Mutex<u32>>) {
+        let client = reqwest::Client::new();
+        loop {
+            let last = received.lock().expect("lock").last().cloned();
+            let mut request = client.get(&url);
+            if let Some(last) = last {
+                request = request.header("Last-Event-ID", last);
+            }
+            if let Ok(response) = request.send().await {
+                if response.status() == 200 {
+                    *connections.lock().expect("lock") += 1;
+                    let mut events = response.bytes_stream().eventsource();
+                    while let Some(Ok(event)) = events.next().await {
+                        if !event.id.is_empty() {
+                            received.lock().expect("lock").push(event.id);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn connections(&self) -> u32 {
+        *self.connections.lock().expect("lock")
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Whether every one of `ids` arrives within 15 s.
+    async fn receives(&self, ids: &[String]) -> bool {
+        eventually(Duration::from_secs(15), || async {
+            let seen = self.received.lock().expect("lock");
+            ids.iter().all(|id| seen.contains(id))
+        })
+        .await
+    }
+}
+
+impl Drop for ResumingClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Publishes update `n` to the hub behind `public`; returns its id.
+async fn publish_through(public: &str, token: &str, n: usize) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{public}/.well-known/mercure"))
+        .bearer_auth(token)
+        .form(&[("topic", TOPIC), ("data", &n.to_string())])
+        .send()
+        .await
+        .expect("nginx answers");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("id")
+}
+
 #[tokio::test]
 async fn a_client_whose_instance_dies_reconnects_through_nginx_and_misses_nothing() {
     let redis = RedisProcess::start().await;
@@ -151,87 +234,21 @@ async fn a_client_whose_instance_dies_reconnects_through_nginx_and_misses_nothin
         instance(ports[1], &redis, &audience).await,
     ];
     let _nginx = Nginx::start(listen, tls_listen, ports).await;
-
-    // A client that behaves like EventSource: reconnects, sending the last id it saw.
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let connections = Arc::new(Mutex::new(0u32));
-    let client_task = {
-        let (received, connections, url) = (
-            Arc::clone(&received),
-            Arc::clone(&connections),
-            format!("{public}/.well-known/mercure?match=%2Fproxy"),
-        );
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            loop {
-                let last = received.lock().expect("lock").last().cloned();
-                let mut request = client.get(&url);
-                if let Some(last) = last {
-                    request = request.header("Last-Event-ID", last);
-                }
-                if let Ok(response) = request.send().await {
-                    if response.status() == 200 {
-                        *connections.lock().expect("lock") += 1;
-                        let mut events = response.bytes_stream().eventsource();
-                        while let Some(Ok(event)) = events.next().await {
-                            if !event.id.is_empty() {
-                                received.lock().expect("lock").push(event.id);
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-
+    let client = ResumingClient::start(format!("{public}/.well-known/mercure?match=%2Fproxy"));
     let token = publisher_token_for(&audience);
-    let client = reqwest::Client::new();
-    let publish_through_nginx = |n: usize| {
-        let (client, token, url) = (
-            client.clone(),
-            token.clone(),
-            format!("{public}/.well-known/mercure"),
-        );
-        async move {
-            let response = client
-                .post(url)
-                .bearer_auth(token)
-                .form(&[("topic", TOPIC), ("data", &n.to_string())])
-                .send()
-                .await
-                .expect("nginx answers");
-            assert_eq!(response.status(), 200);
-            response.text().await.expect("id")
-        }
-    };
-    let wait_for = |ids: Vec<String>| {
-        let received = Arc::clone(&received);
-        async move {
-            eventually(Duration::from_secs(15), || {
-                let received = Arc::clone(&received);
-                let ids = ids.clone();
-                async move {
-                    let seen = received.lock().expect("lock");
-                    ids.iter().all(|id| seen.contains(id))
-                }
-            })
-            .await
-        }
-    };
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            *connections.lock().expect("lock") == 1
+            client.connections() == 1
         })
         .await
     );
     let mut acknowledged = Vec::new();
     for n in 0..10 {
-        acknowledged.push(publish_through_nginx(n).await);
+        acknowledged.push(publish_through(&public, &token, n).await);
     }
     assert!(
-        wait_for(acknowledged.clone()).await,
+        client.receives(&acknowledged).await,
         "the first updates did not arrive"
     );
 
@@ -251,22 +268,19 @@ async fn a_client_whose_instance_dies_reconnects_through_nginx_and_misses_nothin
     let _ = dead.wait().await;
 
     for n in 10..20 {
-        acknowledged.push(publish_through_nginx(n).await);
+        acknowledged.push(publish_through(&public, &token, n).await);
     }
     assert!(
-        wait_for(acknowledged.clone()).await,
+        client.receives(&acknowledged).await,
         "updates after the crash did not arrive"
     );
-    let seen = received.lock().expect("lock").clone();
     assert_eq!(
-        seen, acknowledged,
+        client.seen(),
+        acknowledged,
         "every update once, in order, across the reconnection"
     );
-    assert!(
-        *connections.lock().expect("lock") >= 2,
-        "the client reconnected"
-    );
-    client_task.abort();
+    assert!(client.connections() >= 2, "the client reconnected");
+    drop(client);
 
     // nginx also speaks HTTP/2 to clients over TLS.
     let secure = reqwest::Client::builder()

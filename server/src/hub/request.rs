@@ -15,7 +15,7 @@ pub const MAX_ID_BYTES: usize = 1024;
 pub const MAX_TYPE_BYTES: usize = 256;
 
 /// Limits on what a request may ask for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Largest `data`, in bytes.
     pub max_update_bytes: usize,

@@ -35,7 +35,7 @@ pub enum BrokerSettings {
 /// Everything the hub is built from: a plain struct, which the command line fills in
 /// (`config::HubArgs`) and tests build directly. [`HubSettings::default`] is the command
 /// line's defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HubSettings {
     pub broker: BrokerSettings,
     /// Verifies publishers' tokens: a shared secret or a PEM public key (`None`: a random
@@ -369,3 +369,72 @@ fn key(text: Option<&str>, algorithm: &str, role: &str) -> Result<Key, KeyError>
 
 /// How long tokens the server mints for its own pages live.
 pub const PAGE_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str) -> NewUpdate {
+        NewUpdate {
+            id: id.into(),
+            topics: vec!["/t".into()],
+            data: "x".into(),
+            kind: None,
+            retry: None,
+            private: false,
+        }
+    }
+
+    fn service(settings: &HubSettings) -> Result<HubService, HubConfigError> {
+        HubService::new(settings, CancellationToken::new(), Arc::default())
+    }
+
+    #[tokio::test]
+    async fn a_hub_built_from_plain_settings_keeps_what_they_say() {
+        let settings = HubSettings {
+            history_size: 2,
+            ..HubSettings::default()
+        };
+        let service = service(&settings).expect("valid settings");
+        for id in ["a", "b", "c"] {
+            assert_eq!(service.publish(update(id)).await.expect("stored"), id);
+        }
+        let kept: Vec<String> = service
+            .hub
+            .recent(10, |_| true)
+            .iter()
+            .map(|update| update.id.to_string())
+            .collect();
+        assert_eq!(kept, ["b", "c"]);
+        assert!(service.broker.is_healthy());
+        assert_eq!(service.watchers("/t"), Some(Vec::new()));
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_with_the_setting_named() {
+        let refused = |settings: HubSettings| match service(&settings) {
+            Ok(_) => panic!("accepted {settings:?}"),
+            Err(error) => error.to_string(),
+        };
+        let error = refused(HubSettings {
+            composer_rate: 0.0,
+            ..HubSettings::default()
+        });
+        assert!(error.contains("--composer-rate"), "{error}");
+        let error = refused(HubSettings {
+            trusted_issuers: Vec::new(),
+            ..HubSettings::default()
+        });
+        assert!(error.contains("--trusted-issuers"), "{error}");
+        let error = refused(HubSettings {
+            cors_origins: vec!["not an origin".into()],
+            ..HubSettings::default()
+        });
+        assert!(error.contains("--cors-origins"), "{error}");
+        let error = refused(HubSettings {
+            publisher_jwt_key: Some("short".into()),
+            ..HubSettings::default()
+        });
+        assert!(error.contains("--publisher-jwt-key"), "{error}");
+    }
+}

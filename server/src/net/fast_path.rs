@@ -777,19 +777,23 @@ pub(crate) mod tests {
 
     #[test]
     fn the_fast_path_takes_only_heads_hyper_takes_the_same_way() {
-        let taken = check_heads(heads(), 512);
+        // About one head in ten reaches the fast path (between 34 and 65 of 512 in 50
+        // runs): 2,048 cases make 120 a bound no honest run falls under.
+        let taken = check_heads(heads(), 2048);
         assert!(
-            taken > 40,
-            "only {taken} of 512 heads reached the fast path"
+            taken > 120,
+            "only {taken} of 2,048 heads reached the fast path"
         );
     }
 
     #[test]
     fn mutated_heads_get_the_same_verdict_too() {
-        let taken = check_heads(mutated_heads(), 512);
+        // About one head in ten reaches the fast path (between 34 and 65 of 512 in 50
+        // runs): 2,048 cases make 120 a bound no honest run falls under.
+        let taken = check_heads(mutated_heads(), 2048);
         assert!(
-            taken > 40,
-            "only {taken} of 512 heads reached the fast path"
+            taken > 120,
+            "only {taken} of 2,048 heads reached the fast path"
         );
     }
 }

@@ -26,7 +26,7 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     time::{Instant, Sleep},
 };
 use tokio_rustls::TlsAcceptor;
@@ -92,20 +92,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout)
-        .max_buf_size(options.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(hyper_builder(&options));
     let tls = options.tls.clone().map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut accept_errors = AcceptErrors::default();
@@ -134,80 +121,63 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        // Everything before the first request is parsed (a TLS handshake, the bytes that
-        // tell HTTP/2 from HTTP/1.1, a head however slowly it comes) shares this deadline.
-        let deadline = Instant::now() + options.header_timeout;
         let connection = Connection {
             builder: Arc::clone(&builder),
             router: router.clone(),
             watcher: graceful.watcher(),
             peer,
+            // Everything before the first request is parsed (a TLS handshake, the bytes
+            // that tell HTTP/2 from HTTP/1.1, a head however slowly it comes) shares this
+            // deadline.
+            deadline: Instant::now() + options.header_timeout,
+            stall_timeout: options.stall_timeout,
             _permit: permit,
         };
-        let stall_timeout = options.stall_timeout;
         match &tls {
             None => {
-                let fast_path = options.fast_path;
-                tokio::spawn(async move {
-                    if fast_path {
-                        match tokio::time::timeout_at(
-                            deadline,
-                            stream_conn::classify(&stream, peer),
-                        )
-                        .await
-                        {
-                            Ok(FirstBytes::Stream(request)) => {
-                                let Connection {
-                                    router, _permit, ..
-                                } = connection;
-                                stream_conn::serve(stream, request, router, stall_timeout).await;
-                                drop(_permit);
-                                return;
-                            }
-                            Ok(FirstBytes::Other) => {}
-                            Ok(FirstBytes::Closed) => return,
-                            Ok(FirstBytes::Failed(error)) => {
-                                tracing::debug!(%peer, %error, "connection failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "no request before the header timeout");
-                                return;
-                            }
-                        }
-                    }
-                    // Boxed: hyper's connection state is large, and this task should only be
-                    // that large for connections that need it.
-                    let io = StallGuard::new(stream, stall_timeout);
-                    Box::pin(connection.serve(io, deadline)).await;
-                });
+                tokio::spawn(connection.serve_plain(stream, options.fast_path));
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let io = StallGuard::new(stream, stall_timeout);
-                    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
-                        Ok(Ok(stream)) => connection.serve(stream, deadline).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
+                tokio::spawn(connection.serve_tls(stream, acceptor.clone()));
             }
         }
     }
 
     drop(listener);
+    drain(graceful, options.shutdown_grace).await;
+    Ok(())
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings, from the options.
+fn hyper_builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(options.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// Waits up to `grace` for the open connections to finish.
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
     tracing::info!(
         connections = graceful.count(),
         "no longer accepting; closing connections"
     );
-    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period; dropping them");
     }
-    Ok(())
 }
 
 /// Answers a connection the limits refused (plain HTTP only: a TLS client could not read
@@ -287,14 +257,65 @@ struct Connection {
     router: Router,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    /// Until the first request has arrived.
+    deadline: Instant,
+    /// How long a write may wait for the client (see [`StallGuard`]).
+    stall_timeout: Duration,
     /// Its place under the connection limits, held until it closes.
     _permit: Permit,
 }
 
 impl Connection {
-    /// Serves the connection with hyper; reads fail after `deadline` until the first request
-    /// has arrived.
-    async fn serve<I>(self, io: I, deadline: Instant)
+    /// Serves a plain TCP connection: an HTTP/1.1 event stream on the fast path (when it is
+    /// on), anything else with hyper.
+    async fn serve_plain(self, stream: TcpStream, fast_path: bool) {
+        let peer = self.peer;
+        if fast_path {
+            match tokio::time::timeout_at(self.deadline, stream_conn::classify(&stream, peer)).await
+            {
+                Ok(FirstBytes::Stream(request)) => {
+                    let Self {
+                        router,
+                        stall_timeout,
+                        _permit,
+                        ..
+                    } = self;
+                    stream_conn::serve(stream, request, router, stall_timeout).await;
+                    drop(_permit);
+                    return;
+                }
+                Ok(FirstBytes::Other) => {}
+                Ok(FirstBytes::Closed) => return,
+                Ok(FirstBytes::Failed(error)) => {
+                    tracing::debug!(%peer, %error, "connection failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no request before the header timeout");
+                    return;
+                }
+            }
+        }
+        // Boxed: hyper's connection state is large, and this task should only be that
+        // large for connections that need it.
+        let io = StallGuard::new(stream, self.stall_timeout);
+        Box::pin(self.serve(io)).await;
+    }
+
+    /// Serves a connection over TLS once its handshake is done (before the deadline).
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let peer = self.peer;
+        let io = StallGuard::new(stream, self.stall_timeout);
+        match tokio::time::timeout_at(self.deadline, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Serves the connection with hyper; reads fail after the deadline until the first
+    /// request has arrived.
+    async fn serve<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -308,7 +329,7 @@ impl Connection {
                 request.map(Body::new)
             },
         ));
-        let io = HeadGuard::new(io, deadline, done);
+        let io = HeadGuard::new(io, self.deadline, done);
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         if let Err(error) = self.watcher.watch(connection).await {
             tracing::debug!(%peer, %error, "connection ended with an error");
